@@ -1,0 +1,40 @@
+# Crypto Streaming Lakehouse: every target installs what it needs first (quick when done).
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JARS   := .jars/spark/.resolved .jars/kafka/.resolved
+DATA   ?= data
+PYTEST_ARGS ?=
+
+.PHONY: setup test unit lint lab demo notebooks bench e2e dashboard clean reset jars
+
+setup: $(STAMP) $(JARS)
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17 is needed (conda env create -f environment.yml, or apt install openjdk-17-jdk-headless)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lakehouse)" >/dev/null
+	touch $@
+
+$(JARS) &: $(STAMP) lakehouse_utils/jars.py
+	$(PY) -m lakehouse_utils.jars
+
+jars: setup
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check lakehouse_utils tests
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+
+clean:
+	rm -rf $(VENV) .jars .pytest_cache

@@ -1,0 +1,112 @@
+"""One Settings object: paths, bootstrap, topic, triggers, watermark.
+
+Precedence: defaults < ``LAKEHOUSE_*`` environment variables < explicit arguments (CLI flags).
+Every path derives from ``data_dir`` unless set on its own, so one ``--data-dir`` moves everything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "LAKEHOUSE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    bootstrap: str = "127.0.0.1:19092"
+    topic: str = "crypto.trades"
+    alerts_topic: str = "crypto.alerts"
+    partitions: int = 1
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    starting_offsets: str = "earliest"
+    trigger: str = "2 seconds"
+    max_offsets_per_trigger: int | None = None
+    watermark: str = "2 minutes"
+    shuffle_partitions: int = 2
+    spark_master: str = "local[*]"
+    spark_ui: bool = True
+    # Optional explicit paths; ``None`` means "under data_dir" (see the properties below).
+    bronze_path: Path | None = None
+    silver_path: Path | None = None
+    quarantine_path: Path | None = None
+    gold_path: Path | None = None
+    checkpoint_dir: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    # -- derived paths -------------------------------------------------------------------------
+    @property
+    def bronze(self) -> Path:
+        return self.bronze_path or self.data_dir / "bronze" / "crypto_trades"
+
+    @property
+    def silver(self) -> Path:
+        return self.silver_path or self.data_dir / "silver" / "trades"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.quarantine_path or self.silver.parent / "trades_quarantine"
+
+    @property
+    def gold(self) -> Path:
+        """Folder holding the Gold tables (``bars_1m``, ``bars_5m``, ``bars_1h``, ``alerts``)."""
+        return self.gold_path or self.data_dir / "gold"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir or self.data_dir / "checkpoints"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    def checkpoint(self, job: str) -> Path:
+        return self.checkpoints / job
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def reports(self) -> Path:
+        return self.data_dir / "reports"
+
+    # -- construction --------------------------------------------------------------------------
+    def with_(self, **overrides: Any) -> Settings:
+        """A copy with the non-``None`` overrides applied (CLI flags that were not given stay unset)."""
+        clean = {k: _coerce(k, v) for k, v in overrides.items() if v is not None}
+        return replace(self, **clean)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``LAKEHOUSE_<FIELD>`` variables, then ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in env and f.name != "extra":
+                values[f.name] = env[key]
+        return cls().with_(**values).with_(**overrides)
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Strings from the environment or the CLI -> the field's type."""
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = str(kinds.get(name, ""))
+    if not isinstance(value, str):
+        return Path(value) if "Path" in kind and value is not None else value
+    if "Path" in kind:
+        return Path(value).expanduser()
+    if kind.startswith("int"):
+        return None if value == "" else int(value)
+    if kind == "bool":
+        if value.lower() not in _BOOL:
+            raise ValueError(f"{name}: expected a boolean, got {value!r}")
+        return _BOOL[value.lower()]
+    return value

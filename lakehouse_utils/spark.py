@@ -1,0 +1,72 @@
+"""The one SparkSession of the process, with the Kafka source and Delta Lake enabled."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+
+from pyspark.sql import SparkSession
+
+from . import jars
+from .config import Settings
+
+_lock = threading.Lock()
+
+
+def _free_port(start: int = 4040, tries: int = 50) -> int:
+    for port in range(start, start + tries):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    return 0
+
+
+def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> SparkSession:
+    """Return the process's SparkSession, creating it on first call (later calls ignore settings).
+
+    Kafka and Delta jars come from the local cache (``lakehouse_utils.jars``) as ``spark.jars``,
+    so nothing is downloaded at run time.  Under ``spark-submit`` an existing session is reused.
+    """
+    settings = settings or Settings.from_env()
+    with _lock:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            return active
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = (
+            SparkSession.builder.appName(app_name)
+            .master(settings.spark_master)
+            .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+            .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+            .config("spark.databricks.delta.snapshotPartitions", "2")
+            .config("spark.sql.adaptive.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.ui.enabled", str(settings.spark_ui).lower())
+        )
+        if not _jars_on_classpath():
+            builder = builder.config("spark.jars", ",".join(str(p) for p in jars.jars("spark")))
+        if settings.spark_ui:
+            builder = builder.config("spark.ui.port", str(_free_port()))
+        for key, value in settings.extra.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("WARN")
+        url = spark.sparkContext.uiWebUrl
+        if url:
+            print(f"[spark] {spark.version} UI: {url}", file=sys.stderr)
+        return spark
+
+
+def _jars_on_classpath() -> bool:
+    """True under spark-submit with --packages/--jars already giving Kafka and Delta."""
+    return bool(os.environ.get("LAKEHOUSE_SKIP_JARS"))

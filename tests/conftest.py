@@ -1,0 +1,54 @@
+"""Shared fixtures: one real embedded Kafka broker and one real SparkSession per test session."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lakehouse_utils.broker import LocalKafka
+from lakehouse_utils.config import Settings
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free on 127.0.0.1 (broker and controller)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as s2:
+                try:
+                    s2.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), free_port_pair())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from lakehouse_utils.spark import get_spark
+
+    return get_spark(Settings(spark_ui=False))
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"t.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, kafka: LocalKafka, topic: str) -> Settings:
+    return Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap, topic=topic, spark_ui=False)

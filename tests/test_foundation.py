@@ -1,0 +1,127 @@
+"""Foundation: embedded KRaft broker, Spark's Kafka source into Delta, deltalake reads, restarts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from deltalake import DeltaTable
+
+from lakehouse_utils import broker as brokers
+from lakehouse_utils.broker import LocalKafka
+from lakehouse_utils.config import Settings
+from lakehouse_utils.spark import get_spark
+
+from .conftest import free_port_pair
+
+N = 1000
+
+
+def produce_json(bootstrap: str, topic: str, n: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for i in range(n):
+        producer.produce(topic, key=f"k{i % 7}", value=json.dumps({"i": i, "price": 100.0 + i / 10}))
+    assert producer.flush(30) == 0
+
+
+def read_all(bootstrap: str, topic: str) -> list[dict]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.auto.commit": False})
+    try:
+        high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        out = []
+        while len(out) < high:
+            msg = consumer.poll(10)
+            assert msg is not None, f"timed out after {len(out)} of {high} messages"
+            if not msg.error():
+                out.append(json.loads(msg.value()))
+        return out
+    finally:
+        consumer.close()
+
+
+def test_kafka_to_delta_available_now(kafka: LocalKafka, spark, topic: str, tmp_path: Path) -> None:
+    brokers.ensure_topic(kafka.bootstrap, topic, partitions=1)
+    produce_json(kafka.bootstrap, topic, N)
+    assert brokers.end_offsets(kafka.bootstrap, topic) == {0: N}
+
+    table = tmp_path / "raw"
+    query = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", kafka.bootstrap)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
+        .selectExpr("CAST(value AS STRING) AS value_raw", "partition", "offset")
+        .writeStream.format("delta")
+        .option("checkpointLocation", str(tmp_path / "chk"))
+        .trigger(availableNow=True)
+        .start(str(table))
+    )
+    query.awaitTermination(120)
+    assert query.exception() is None
+
+    rows = spark.read.format("delta").load(str(table)).orderBy("offset").collect()
+    assert len(rows) == N
+    assert [r.offset for r in rows] == list(range(N))
+    assert [json.loads(r.value_raw)["i"] for r in rows] == list(range(N))
+
+    # The same table without a JVM: deltalake -> pandas.
+    pdf = DeltaTable(str(table)).to_pandas().sort_values("offset").reset_index(drop=True)
+    assert len(pdf) == N
+    assert pdf["offset"].tolist() == list(range(N))
+    assert pdf["value_raw"].tolist() == [r.value_raw for r in rows]
+
+
+def test_get_spark_is_one_session(spark) -> None:
+    assert get_spark() is spark
+    assert get_spark(Settings(shuffle_partitions=7)) is spark
+    assert spark.conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def test_broker_restart_and_kill9_keep_data(tmp_path: Path) -> None:
+    kafka = LocalKafka(tmp_path / "kafka", free_port_pair())
+    kafka.start()
+    try:
+        pid = kafka.pid()
+        # A second start on the same data dir reuses the running broker.
+        assert LocalKafka(tmp_path / "kafka", kafka.port).start().pid() == pid
+        brokers.ensure_topic(kafka.bootstrap, "keep", partitions=1)
+        produce_json(kafka.bootstrap, "keep", 200)
+
+        assert kafka.stop() is True
+        assert not kafka.status().running
+        kafka.start()
+        assert [m["i"] for m in read_all(kafka.bootstrap, "keep")] == list(range(200))
+
+        produce_json(kafka.bootstrap, "keep", 50)
+        kafka.kill()  # kill -9: no clean shutdown, stale pid file stays
+        assert kafka.pid() is None
+        kafka.start()
+        assert "keep" in kafka.status().topics
+        got = [m["i"] for m in read_all(kafka.bootstrap, "keep")]
+        assert got == list(range(200)) + list(range(50))
+    finally:
+        kafka.stop()
+
+
+def test_port_taken_by_a_stranger_is_a_clear_error(tmp_path: Path, kafka: LocalKafka) -> None:
+    other = LocalKafka(tmp_path / "other", kafka.port)
+    with pytest.raises(RuntimeError, match="taken by another process"):
+        other.start()
+
+
+def test_settings_env_and_flags(tmp_path: Path) -> None:
+    env = {"LAKEHOUSE_DATA_DIR": str(tmp_path), "LAKEHOUSE_TOPIC": "x.trades", "LAKEHOUSE_PARTITIONS": "3",
+           "LAKEHOUSE_SPARK_UI": "false"}
+    s = Settings.from_env(env, bootstrap="localhost:19092", topic=None)
+    assert s.topic == "x.trades" and s.partitions == 3 and s.spark_ui is False
+    assert s.bootstrap == "localhost:19092"
+    assert s.bronze == tmp_path / "bronze" / "crypto_trades"
+    assert s.silver == tmp_path / "silver" / "trades"
+    assert s.quarantine == tmp_path / "silver" / "trades_quarantine"
+    assert s.checkpoint("bronze") == tmp_path / "checkpoints" / "bronze"
+    assert s.dlq_topic == "x.trades.dlq"
+    assert Settings.from_env(env, data_dir="/elsewhere").gold == Path("/elsewhere/gold")
