@@ -37,6 +37,12 @@ class Settings:
     checkpoint_dir: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for f in fields(self):  # accept str for every path (Settings(data_dir="/tmp/x"))
+            value = getattr(self, f.name)
+            if isinstance(value, str) and "Path" in str(f.type):
+                object.__setattr__(self, f.name, Path(value).expanduser())
+
     # -- derived paths -------------------------------------------------------------------------
     @property
     def bronze(self) -> Path:

@@ -1,0 +1,227 @@
+"""The normalized trade record shared by every source, and the Kraken v2 trade parser.
+
+Every source (live Kraken, replay, synthetic) yields either a :class:`Trade` (a valid,
+typed print) or a :class:`Rejected` (the raw input plus a reason, for the dead-letter topic).
+
+Reasons are machine-friendly codes, optionally followed by a space and a detail, e.g.
+``"missing_field:price"``, ``"non_positive:qty 0"``, ``"unknown_side:hold"``;
+``Rejected.code`` returns the code part alone.
+
+Parsing policy for Kraken v2 trade items: ``price`` and ``qty`` must be JSON numbers
+(int or float, not bool). Numeric strings are rejected as ``bad_type`` on purpose:
+Kraken v2 documents them as numbers, so a string means the feed changed and the input
+belongs in the dead-letter topic rather than being silently coerced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+SCHEMA_VERSION = 1
+MAX_RAW_CHARS = 8192
+TRUNCATION_MARKER = "...[truncated]"
+MAX_PRICE = 1e12
+SIDES = frozenset({"buy", "sell"})
+REQUIRED_FIELDS = ("symbol", "side", "price", "qty", "trade_id", "timestamp")
+
+# Kraken's legacy asset codes -> the common ones used by Kraken v2.
+_ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
+
+
+class TradeError(ValueError):
+    """A trade item could not be parsed; ``reason`` is the Rejected reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalize_symbol(symbol: str) -> str:
+    """Return the canonical ``BASE/QUOTE`` spelling ("xbt/usdt" -> "BTC/USDT").
+
+    A slash is required; anything else raises ValueError.
+    """
+    if not isinstance(symbol, str):
+        raise ValueError(f"symbol must be a string, got {type(symbol).__name__}")
+    parts = symbol.strip().upper().split("/")
+    if len(parts) != 2 or not all(p.isalnum() for p in parts):
+        raise ValueError(f"symbol must look like BASE/QUOTE, got {symbol!r}")
+    base, quote = (_ASSET_ALIASES.get(p, p) for p in parts)
+    return f"{base}/{quote}"
+
+
+def format_time(ts: datetime) -> str:
+    """ISO-8601 in UTC with microseconds and a ``Z`` suffix."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One normalized print."""
+
+    exchange: str
+    symbol: str
+    trade_id: str
+    price: float
+    qty: float
+    side: str
+    ord_type: str | None
+    event_time: datetime
+    ingest_time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "trade_id": self.trade_id,
+            "price": self.price,
+            "qty": self.qty,
+            "side": self.side,
+            "ord_type": self.ord_type,
+            "event_time": format_time(self.event_time),
+            "ingest_time": format_time(self.ingest_time),
+            "schema_version": SCHEMA_VERSION,
+        }
+
+    def to_json(self) -> str:
+        """Compact JSON for the trades topic."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    def kafka_key(self) -> bytes:
+        return self.symbol.encode("utf-8")
+
+    def kafka_headers(self, source: str) -> list[tuple[str, bytes]]:
+        return [("source", source.encode("utf-8")), ("schema_version", str(SCHEMA_VERSION).encode())]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Input that did not become a Trade; ``raw`` is truncated to MAX_RAW_CHARS."""
+
+    reason: str
+    raw: str
+    source: str
+    received_at: datetime
+    truncated: bool = field(init=False, default=False)
+    original_length: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        raw = self.raw if isinstance(self.raw, str) else str(self.raw)
+        object.__setattr__(self, "original_length", len(raw))
+        if len(raw) > MAX_RAW_CHARS:
+            raw = raw[: MAX_RAW_CHARS - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+            object.__setattr__(self, "truncated", True)
+        object.__setattr__(self, "raw", raw)
+
+    @property
+    def code(self) -> str:
+        """The reason without its detail, e.g. ``"non_positive:qty"``."""
+        return self.reason.split(" ", 1)[0]
+
+    def to_json(self) -> str:
+        """Compact JSON for the dead-letter topic."""
+        return json.dumps(
+            {
+                "reason": self.reason,
+                "raw": self.raw,
+                "source": self.source,
+                "received_at": format_time(self.received_at),
+                "truncated": self.truncated,
+                "original_length": self.original_length,
+                "schema_version": SCHEMA_VERSION,
+            },
+            separators=(",", ":"),
+        )
+
+
+class TradeSource(Protocol):
+    """What every source offers: a ``stats`` dict and a blocking ``stream``."""
+
+    stats: dict[str, Any]
+
+    def stream(self, stop: Any) -> Iterator[Trade | Rejected]: ...
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(item: dict[str, Any], name: str) -> float:
+    value = item[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TradeError(f"bad_type:{name} {_short(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise TradeError(f"non_finite:{name} {_short(value)}")
+    if number <= 0:
+        raise TradeError(f"non_positive:{name} {_short(value)}")
+    return number
+
+
+def _trade_id(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        raise TradeError(f"bad_type:trade_id {_short(value)}")
+    return str(value)
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TradeError(f"bad_type:timestamp {_short(value)}")
+    try:
+        ts = datetime.fromisoformat(value)
+        utc = ts.astimezone(UTC) if ts.tzinfo is not None else None  # naive times are ambiguous
+    except (ValueError, OverflowError):
+        utc = None
+    if utc is None:
+        raise TradeError(f"bad_timestamp {_short(value)}")
+    return utc
+
+
+def _side(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TradeError(f"bad_type:side {_short(value)}")
+    if value not in SIDES:
+        raise TradeError(f"unknown_side:{value[:20]}")
+    return value
+
+
+def _symbol(value: Any) -> str:
+    try:
+        return normalize_symbol(value)
+    except ValueError:
+        raise TradeError(f"bad_symbol {_short(value)}") from None
+
+
+def _ord_type(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TradeError(f"bad_type:ord_type {_short(value)}")
+    return value
+
+
+def parse_kraken_v2_trade(item: dict[str, Any], *, exchange: str = "kraken", ingest_time: datetime) -> Trade:
+    """Validate one element of a Kraken v2 trade frame's ``data`` list."""
+    if not isinstance(item, dict):
+        raise TradeError(f"bad_type:item {type(item).__name__}")
+    for name in REQUIRED_FIELDS:
+        if name not in item or item[name] is None:
+            raise TradeError(f"missing_field:{name}")
+    price = _number(item, "price")
+    if price > MAX_PRICE:
+        raise TradeError(f"price_too_large {_short(item['price'])}")
+    return Trade(
+        exchange=exchange,
+        symbol=_symbol(item["symbol"]),
+        trade_id=_trade_id(item["trade_id"]),
+        price=price,
+        qty=_number(item, "qty"),
+        side=_side(item["side"]),
+        ord_type=_ord_type(item.get("ord_type")),
+        event_time=_timestamp(item["timestamp"]),
+        ingest_time=ingest_time.astimezone(UTC),
+    )

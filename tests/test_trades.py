@@ -1,0 +1,203 @@
+"""Trade/Rejected types and the Kraken v2 trade item parser."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import pytest
+
+from lakehouse_utils.trades import (
+    MAX_RAW_CHARS,
+    SCHEMA_VERSION,
+    Rejected,
+    Trade,
+    TradeError,
+    normalize_symbol,
+    parse_kraken_v2_trade,
+)
+
+INGEST = datetime(2019, 7, 1, 0, 0, 4, 5, tzinfo=UTC)
+
+
+def item(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "symbol": "BTC/USD",
+        "side": "sell",
+        "price": 10749.4,
+        "qty": 0.004,
+        "trade_id": 1,
+        "timestamp": "2019-07-01T00:00:03.172000Z",
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def reason_of(raw_item: object) -> str:
+    with pytest.raises(TradeError) as info:
+        parse_kraken_v2_trade(raw_item, ingest_time=INGEST)  # type: ignore[arg-type]
+    return info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("BTC/USD", "BTC/USD"),
+        ("XBT/USDT", "BTC/USDT"),
+        ("xbt/usd", "BTC/USD"),
+        (" eth/xbt ", "ETH/BTC"),
+        ("XDG/USD", "DOGE/USD"),
+        ("sol/eur", "SOL/EUR"),
+    ],
+)
+def test_normalize_symbol(given: str, expected: str) -> None:
+    assert normalize_symbol(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["XBTUSD", "BTC/", "/USD", "BTC/USD/EUR", "BTC-USD", "", 42, None])
+def test_normalize_symbol_rejects_non_pairs(bad: object) -> None:
+    with pytest.raises(ValueError):
+        normalize_symbol(bad)  # type: ignore[arg-type]
+
+
+def test_parse_valid_item_without_ord_type() -> None:
+    trade = parse_kraken_v2_trade(item(symbol="XBT/USD"), ingest_time=INGEST)
+    assert trade == Trade(
+        exchange="kraken",
+        symbol="BTC/USD",
+        trade_id="1",
+        price=10749.4,
+        qty=0.004,
+        side="sell",
+        ord_type=None,
+        event_time=datetime(2019, 7, 1, 0, 0, 3, 172000, tzinfo=UTC),
+        ingest_time=INGEST,
+    )
+
+
+def test_parse_keeps_ord_type_and_microseconds() -> None:
+    trade = parse_kraken_v2_trade(
+        item(ord_type="limit", timestamp="2023-09-25T07:49:37.708706Z", price=3, trade_id="77"),
+        exchange="kraken-test",
+        ingest_time=INGEST,
+    )
+    assert trade.ord_type == "limit"
+    assert trade.event_time == datetime(2023, 9, 25, 7, 49, 37, 708706, tzinfo=UTC)
+    assert trade.price == 3.0 and isinstance(trade.price, float)
+    assert trade.trade_id == "77"
+    assert trade.exchange == "kraken-test"
+
+
+def test_parse_converts_offsets_to_utc() -> None:
+    trade = parse_kraken_v2_trade(item(timestamp="2019-07-01T02:00:03.172+02:00"), ingest_time=INGEST)
+    assert trade.event_time == datetime(2019, 7, 1, 0, 0, 3, 172000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected_code"),
+    [
+        ({"price": ...}, "missing_field:price"),
+        ({"qty": ...}, "missing_field:qty"),
+        ({"symbol": ...}, "missing_field:symbol"),
+        ({"side": ...}, "missing_field:side"),
+        ({"trade_id": ...}, "missing_field:trade_id"),
+        ({"timestamp": ...}, "missing_field:timestamp"),
+        ({"price": None}, "missing_field:price"),
+        ({"price": "abc"}, "bad_type:price"),
+        ({"price": "10749.4"}, "bad_type:price"),  # numeric strings are rejected on purpose
+        ({"price": "Infinity"}, "bad_type:price"),
+        ({"price": True}, "bad_type:price"),
+        ({"price": [1.0]}, "bad_type:price"),
+        ({"qty": {"v": 1}}, "bad_type:qty"),
+        ({"price": math.nan}, "non_finite:price"),
+        ({"price": math.inf}, "non_finite:price"),
+        ({"qty": -math.inf}, "non_finite:qty"),
+        ({"price": -1}, "non_positive:price"),
+        ({"price": 0}, "non_positive:price"),
+        ({"qty": 0}, "non_positive:qty"),
+        ({"qty": -0.5}, "non_positive:qty"),
+        ({"price": 1e13}, "price_too_large"),
+        ({"side": "hold"}, "unknown_side:hold"),
+        ({"side": "BUY"}, "unknown_side:BUY"),
+        ({"side": 1}, "bad_type:side"),
+        ({"timestamp": "yesterday"}, "bad_timestamp"),
+        ({"timestamp": "2019-07-01T00:00:03"}, "bad_timestamp"),  # no timezone
+        ({"timestamp": "0001-01-01T00:00:00+01:00"}, "bad_timestamp"),  # out of range in UTC
+        ({"timestamp": 1561939203}, "bad_type:timestamp"),
+        ({"symbol": "XBTUSD"}, "bad_symbol"),
+        ({"trade_id": 1.5}, "bad_type:trade_id"),
+        ({"trade_id": False}, "bad_type:trade_id"),
+        ({"ord_type": 7}, "bad_type:ord_type"),
+    ],
+)
+def test_parse_rejections(changes: dict[str, object], expected_code: str) -> None:
+    reason = reason_of(item(**changes))
+    assert reason.split(" ", 1)[0] == expected_code
+
+
+def test_parse_rejects_non_objects() -> None:
+    assert reason_of([1, 2]) == "bad_type:item list"
+    assert isinstance(TradeError("x"), ValueError)
+
+
+def test_reason_detail_shows_the_value() -> None:
+    assert reason_of(item(price=-1)) == "non_positive:price -1"
+    assert reason_of(item(qty=0)) == "non_positive:qty 0"
+
+
+def test_trade_json_and_kafka_fields() -> None:
+    trade = parse_kraken_v2_trade(item(), ingest_time=INGEST)
+    text = trade.to_json()
+    assert " " not in text
+    assert json.loads(text) == {
+        "exchange": "kraken",
+        "symbol": "BTC/USD",
+        "trade_id": "1",
+        "price": 10749.4,
+        "qty": 0.004,
+        "side": "sell",
+        "ord_type": None,
+        "event_time": "2019-07-01T00:00:03.172000Z",
+        "ingest_time": "2019-07-01T00:00:04.000005Z",
+        "schema_version": SCHEMA_VERSION,
+    }
+    assert trade.kafka_key() == b"BTC/USD"
+    assert trade.kafka_headers("kraken") == [("source", b"kraken"), ("schema_version", b"1")]
+
+
+def test_trade_is_frozen() -> None:
+    trade = parse_kraken_v2_trade(item(), ingest_time=INGEST)
+    with pytest.raises(AttributeError):
+        trade.price = 1.0  # type: ignore[misc]
+
+
+def test_rejected_short_raw_is_kept() -> None:
+    rejected = Rejected(reason="invalid_json x", raw="{oops", source="kraken", received_at=INGEST)
+    assert rejected.raw == "{oops"
+    assert rejected.code == "invalid_json"
+    assert json.loads(rejected.to_json()) == {
+        "reason": "invalid_json x",
+        "raw": "{oops",
+        "source": "kraken",
+        "received_at": "2019-07-01T00:00:04.000005Z",
+        "truncated": False,
+        "original_length": 5,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def test_rejected_long_raw_is_truncated_with_marker() -> None:
+    raw = "x" * (MAX_RAW_CHARS * 3)
+    rejected = Rejected(reason="frame_too_large", raw=raw, source="kraken", received_at=INGEST)
+    assert len(rejected.raw) == MAX_RAW_CHARS
+    assert rejected.raw.endswith("[truncated]")
+    payload = json.loads(rejected.to_json())
+    assert payload["truncated"] is True
+    assert payload["original_length"] == MAX_RAW_CHARS * 3
+
+
+def test_rejected_at_the_limit_is_not_truncated() -> None:
+    raw = "y" * MAX_RAW_CHARS
+    rejected = Rejected(reason="r", raw=raw, source="s", received_at=INGEST)
+    assert rejected.raw == raw and not rejected.truncated
