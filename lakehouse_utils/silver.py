@@ -1,0 +1,181 @@
+"""Silver: Bronze -> typed, validated, deduplicated trades in event time.
+
+``parse_bronze`` is the pure transformation: every Bronze row becomes a typed trade plus a ``reason``
+(NULL when valid).  ``start_silver`` streams Bronze through it; per micro-batch the valid rows are
+deduplicated on (exchange, symbol, trade_id) against the batch and against Silver itself (a duplicate
+carries its original's event_time, so only Silver rows in the batch's event-time range are read), and
+appended with Delta's idempotent-write ids: a restart or a replayed batch never re-appends a row.
+Invalid rows go to the quarantine table with their reason.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQuery
+
+from .bronze import ensure_bronze
+from .config import Settings
+from .streaming import ensure_table, idempotent_append, query_id_of, table_exists, trigger_kwargs
+
+QUERY_NAME = "silver"
+KEYS = ["exchange", "symbol", "trade_id"]
+MAX_PRICE = 1e12
+SIDES = ("buy", "sell")
+SYMBOL_RE = r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$"
+
+# Every field read as text first: a wrong JSON type becomes a clear reason instead of a silent NULL.
+_RAW_FIELDS = ["exchange", "symbol", "trade_id", "price", "qty", "side", "ord_type", "event_time", "ingest_time"]
+RAW_SCHEMA = T.StructType([T.StructField(f, T.StringType()) for f in _RAW_FIELDS])
+_REQUIRED = ["exchange", "symbol", "trade_id", "price", "qty", "side", "event_time"]
+
+SILVER_SCHEMA = T.StructType([
+    T.StructField("exchange", T.StringType()),
+    T.StructField("symbol", T.StringType()),
+    T.StructField("trade_id", T.StringType()),
+    T.StructField("price", T.DoubleType()),
+    T.StructField("qty", T.DoubleType()),
+    T.StructField("side", T.StringType()),
+    T.StructField("ord_type", T.StringType()),
+    T.StructField("event_time", T.TimestampType()),
+    T.StructField("ingest_time", T.TimestampType()),
+    T.StructField("topic", T.StringType()),
+    T.StructField("partition", T.IntegerType()),
+    T.StructField("offset", T.LongType()),
+    T.StructField("event_date", T.DateType()),
+])
+QUARANTINE_SCHEMA = T.StructType([
+    T.StructField("reason", T.StringType()),
+    T.StructField("value_raw", T.StringType()),
+    T.StructField("topic", T.StringType()),
+    T.StructField("partition", T.IntegerType()),
+    T.StructField("offset", T.LongType()),
+    T.StructField("ts_kafka", T.TimestampType()),
+    T.StructField("quarantined_at", T.TimestampType()),
+    T.StructField("ingest_date", T.DateType()),
+])
+
+
+def _first_reason(checks: list[tuple[Column, str | Column]]) -> Column:
+    expr = F.lit(None).cast("string")
+    for cond, reason in reversed(checks):
+        expr = F.when(cond, reason if isinstance(reason, Column) else F.lit(reason)).otherwise(expr)
+    return expr
+
+
+def parse_bronze(bronze: DataFrame) -> DataFrame:
+    """Bronze rows -> Silver columns + lineage + ``reason`` (NULL for a valid trade)."""
+    raw = F.from_json("value_raw", RAW_SCHEMA)
+    df = bronze.withColumn("_j", raw).withColumn("_ok_json", F.expr("try_parse_json(value_raw)").isNotNull())
+    j = F.col("_j")
+    price, qty = j["price"].try_cast("double"), j["qty"].try_cast("double")
+    event_time = j["event_time"].try_cast("timestamp")
+    side = F.lower(j["side"])
+    checks: list[tuple[Column, str | Column]] = [
+        (F.col("value_raw").isNull(), "empty_value"),
+        (~F.col("_ok_json"), "invalid_json"),
+        (~F.trim("value_raw").startswith("{"), "not_a_json_object"),
+    ]
+    checks += [(j[f].isNull() | (F.trim(j[f]) == ""), f"missing_field:{f}") for f in _REQUIRED]
+    checks += [
+        (price.isNull(), F.concat(F.lit("bad_type:price: "), F.substring(j["price"], 1, 40))),
+        (qty.isNull(), F.concat(F.lit("bad_type:qty: "), F.substring(j["qty"], 1, 40))),
+        (F.isnan(price) | price.isin(float("inf"), float("-inf")), "non_finite:price"),
+        (F.isnan(qty) | qty.isin(float("inf"), float("-inf")), "non_finite:qty"),
+        (price <= 0, F.concat(F.lit("non_positive:price: "), j["price"])),
+        (qty <= 0, F.concat(F.lit("non_positive:qty: "), j["qty"])),
+        (price > MAX_PRICE, "price_too_large"),
+        (~side.isin(*SIDES), F.concat(F.lit("unknown_side:"), F.substring(j["side"], 1, 40))),
+        (~F.upper(j["symbol"]).rlike(SYMBOL_RE), F.concat(F.lit("bad_symbol:"), F.substring(j["symbol"], 1, 40))),
+        (event_time.isNull(), F.concat(F.lit("bad_timestamp:"), F.substring(j["event_time"], 1, 40))),
+    ]
+    return df.select(
+        j["exchange"].alias("exchange"),
+        F.upper(j["symbol"]).alias("symbol"),
+        j["trade_id"].alias("trade_id"),
+        price.alias("price"),
+        qty.alias("qty"),
+        side.alias("side"),
+        j["ord_type"].alias("ord_type"),
+        event_time.alias("event_time"),
+        j["ingest_time"].try_cast("timestamp").alias("ingest_time"),
+        "topic",
+        "partition",
+        "offset",
+        F.to_date(event_time).alias("event_date"),
+        _first_reason(checks).alias("reason"),
+        "value_raw",
+        "ts_kafka",
+        "ingest_date",
+    )
+
+
+def valid_trades(parsed: DataFrame) -> DataFrame:
+    """The valid rows of ``parse_bronze``, one per (exchange, symbol, trade_id): the earliest offset wins."""
+    first = Window.partitionBy(*KEYS).orderBy("topic", "partition", "offset")
+    return (parsed.where(F.col("reason").isNull())
+            .withColumn("_rn", F.row_number().over(first)).where("_rn = 1")
+            .select(*SILVER_SCHEMA.fieldNames()))
+
+
+def quarantined(parsed: DataFrame) -> DataFrame:
+    """The invalid rows of ``parse_bronze`` with their reason, for the quarantine table."""
+    return parsed.where(F.col("reason").isNotNull()).select(
+        "reason", "value_raw", "topic", "partition", "offset", "ts_kafka",
+        F.current_timestamp().alias("quarantined_at"), "ingest_date")
+
+
+def new_trades(batch: DataFrame, existing: DataFrame) -> DataFrame:
+    """Rows of ``batch`` whose key is not in ``existing`` (Silver, read over the batch's time range)."""
+    return batch.join(existing.select(*KEYS), KEYS, "left_anti")
+
+
+def _existing_in_range(spark: SparkSession, path: str, batch: DataFrame) -> DataFrame | None:
+    lo, hi = batch.agg(F.min("event_time"), F.max("event_time")).first()
+    if lo is None or not table_exists(path):
+        return None
+    return spark.read.format("delta").load(path).where(F.col("event_time").between(lo, hi)) \
+        .where(F.col("event_date").between(lo.date(), hi.date()))
+
+
+def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str) -> None:
+    spark = batch.sparkSession
+    parsed = parse_bronze(batch).persist()
+    try:
+        good = valid_trades(parsed).persist()
+        existing = _existing_in_range(spark, str(settings.silver), good)
+        fresh = good if existing is None else new_trades(good, existing)
+        idempotent_append(fresh, settings.silver, app_id, batch_id, ["event_date"])
+        idempotent_append(quarantined(parsed), settings.quarantine, app_id, batch_id, ["ingest_date"])
+        good.unpersist()
+    finally:
+        parsed.unpersist()
+
+
+def ensure_tables(spark: SparkSession, settings: Settings) -> None:
+    """Bronze (the input), Silver and quarantine, created empty if missing."""
+    ensure_bronze(spark, settings)
+    ensure_table(spark, settings.silver, SILVER_SCHEMA, ["event_date"])
+    ensure_table(spark, settings.quarantine, QUARANTINE_SCHEMA, ["ingest_date"])
+
+
+def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = None) -> StreamingQuery:
+    """Bronze (Delta stream) -> ``settings.silver`` + ``settings.quarantine``."""
+    ensure_tables(spark, settings)
+    checkpoint = settings.checkpoint("bronze_to_silver_trades")
+    app_id = {"id": None}
+
+    def run(batch: DataFrame, batch_id: int) -> None:
+        if app_id["id"] is None:  # the checkpoint's query id: stable across restarts, new after a reset
+            app_id["id"] = "silver-" + query_id_of(checkpoint)
+        process_batch(batch, batch_id, settings, app_id["id"])
+
+    return (
+        spark.readStream.format("delta").load(str(settings.bronze))
+        .writeStream.queryName(QUERY_NAME)
+        .foreachBatch(run)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(**trigger_kwargs(trigger or settings.trigger))
+        .start()
+    )

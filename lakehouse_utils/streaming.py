@@ -1,0 +1,121 @@
+"""Small helpers shared by the layers: triggers, empty tables, idempotent batch writes, progress."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.types import StructType
+
+AVAILABLE_NOW = "available-now"
+
+
+def trigger_kwargs(trigger: str) -> dict[str, Any]:
+    """'available-now' | 'once' | an interval like '2 seconds' -> ``DataStreamWriter.trigger`` kwargs."""
+    t = trigger.strip().lower()
+    if t in (AVAILABLE_NOW, "availablenow", "available_now"):
+        return {"availableNow": True}
+    if t == "once":
+        return {"once": True}
+    return {"processingTime": trigger}
+
+
+def table_exists(path: str | Path) -> bool:
+    return (Path(path) / "_delta_log").is_dir()
+
+
+def ensure_table(spark: SparkSession, path: str | Path, schema: StructType, partition_by: list[str]) -> None:
+    """Create an empty Delta table with ``schema`` if none exists (so downstream streams can start first)."""
+    if table_exists(path):
+        return
+    try:
+        (spark.createDataFrame([], schema).write.format("delta").mode("append")
+         .partitionBy(*partition_by).save(str(path)))
+    except Exception:  # a concurrent creator won: fine if the table is there now
+        if not table_exists(path):
+            raise
+
+
+def query_id_of(checkpoint: str | Path) -> str:
+    """The streaming query id stored in a checkpoint (stable across restarts of that checkpoint)."""
+    try:
+        return json.loads((Path(checkpoint) / "metadata").read_text().splitlines()[0])["id"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return "no-checkpoint"
+
+
+def idempotent_append(df: DataFrame, path: str | Path, app_id: str, batch_id: int,
+                      partition_by: list[str]) -> None:
+    """Append that is a no-op when the same (app_id, batch_id) was already committed to this table."""
+    (df.write.format("delta").mode("append").partitionBy(*partition_by)
+     .option("txnAppId", app_id).option("txnVersion", batch_id).save(str(path)))
+
+
+@contextmanager
+def idempotent_dml(spark: SparkSession, app_id: str, batch_id: int):
+    """MERGE/UPDATE inside this block are skipped by Delta if (app_id, batch_id) was already applied."""
+    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
+    spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
+    try:
+        yield
+    finally:
+        spark.conf.unset("spark.databricks.delta.write.txnAppId")
+        spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The numbers a user watches, taken from ``StreamingQuery.lastProgress``."""
+
+    name: str
+    active: bool
+    batch_id: int | None
+    input_rows: int
+    input_rps: float
+    processed_rps: float
+    batch_ms: int | None
+    watermark: str | None
+    state_rows: int
+    message: str
+
+    def line(self) -> str:
+        if self.batch_id is None:
+            return f"{self.name}: {self.message}"
+        wm = f" wm={self.watermark}" if self.watermark else ""
+        return (f"{self.name}: batch {self.batch_id} rows={self.input_rows} in={self.input_rps:.0f}/s "
+                f"out={self.processed_rps:.0f}/s {self.batch_ms or 0}ms{wm} state={self.state_rows}")
+
+
+def progress_of(query: StreamingQuery | None, name: str = "") -> Progress:
+    if query is None:
+        return Progress(name, False, None, 0, 0.0, 0.0, None, None, 0, "not started")
+    p = query.lastProgress or {}
+    status = query.status or {}
+    state = sum(int(op.get("numRowsTotal", 0)) for op in p.get("stateOperators", []) or [])
+    return Progress(
+        name=name or query.name or str(query.id),
+        active=query.isActive,
+        batch_id=p.get("batchId"),
+        input_rows=int(p.get("numInputRows", 0) or 0),
+        input_rps=float(p.get("inputRowsPerSecond", 0.0) or 0.0),
+        processed_rps=float(p.get("processedRowsPerSecond", 0.0) or 0.0),
+        batch_ms=(p.get("durationMs") or {}).get("triggerExecution"),
+        watermark=(p.get("eventTime") or {}).get("watermark"),
+        state_rows=state,
+        message=status.get("message", ""),
+    )
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout:.0f}s")

@@ -1,0 +1,172 @@
+"""Unit tests of the pure layer transformations (tiny DataFrames, real Spark) and of batch idempotency."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pyspark.sql import Row
+
+from lakehouse_utils import gold, silver
+from lakehouse_utils.bronze import BRONZE_SCHEMA, to_bronze
+from lakehouse_utils.config import Settings
+
+T0 = datetime(2019, 7, 1, 0, 0, 0, tzinfo=UTC)
+
+
+def trade_json(trade_id: str, price: float, qty: float, at: datetime, side: str = "buy", /, **over) -> str:
+    d = {"exchange": "kraken", "symbol": "BTC/USD", "trade_id": trade_id, "price": price, "qty": qty,
+         "side": side, "ord_type": None, "event_time": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+         "ingest_time": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "schema_version": 1}
+    d.update(over)
+    return json.dumps({k: v for k, v in d.items() if v is not ...})
+
+
+def bronze_df(spark, values: list[str], start_offset: int = 0):
+    rows = [Row(value_raw=v, key="BTC/USD", topic="t", partition=0, offset=start_offset + i, ts_kafka=T0,
+                headers=[], ingest_date=T0.date()) for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, BRONZE_SCHEMA)
+
+
+def test_to_bronze_keeps_raw_value_and_kafka_metadata(spark) -> None:
+    kafka_rows = spark.createDataFrame(
+        [(b"BTC/USD", b'{"x": 1}', "crypto.trades", 0, 41, T0, 0, [("source", b"replay")])],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+        "timestampType int, headers array<struct<key:string,value:binary>>",
+    )
+    row = to_bronze(kafka_rows).first()
+    assert row.value_raw == '{"x": 1}' and row.key == "BTC/USD"
+    assert (row.topic, row.partition, row.offset) == ("crypto.trades", 0, 41)
+    assert row.headers[0].key == "source" and row.headers[0].value == "replay"
+    assert row.ingest_date == date(2019, 7, 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "not_a_json_object"),
+        (trade_json("1", 1.0, 1.0, T0, price=...), "missing_field:price"),
+        (trade_json("1", 1.0, 1.0, T0, symbol=...), "missing_field:symbol"),
+        (trade_json("1", 1.0, 1.0, T0, price="abc"), "bad_type:price"),
+        (trade_json("1", -5.0, 1.0, T0), "non_positive:price"),
+        (trade_json("1", 5.0, 0.0, T0), "non_positive:qty"),
+        (trade_json("1", 5.0, 1.0, T0, qty="Infinity"), "non_finite:qty"),
+        (trade_json("1", 2e12, 1.0, T0), "price_too_large"),
+        (trade_json("1", 5.0, 1.0, T0, side="hold"), "unknown_side:hold"),
+        (trade_json("1", 5.0, 1.0, T0, symbol="BTCUSD"), "bad_symbol:BTCUSD"),
+        (trade_json("1", 5.0, 1.0, T0, event_time="yesterday"), "bad_timestamp:yesterday"),
+    ],
+)
+def test_invalid_rows_are_quarantined_with_reason(spark, value: str, reason: str) -> None:
+    parsed = silver.parse_bronze(bronze_df(spark, [value, trade_json("2", 10.0, 1.0, T0)]))
+    bad = silver.quarantined(parsed).collect()
+    assert [r.reason.split(": ")[0] for r in bad] == [reason]
+    assert bad[0].value_raw == value and bad[0].offset == 0
+    good = silver.valid_trades(parsed).collect()
+    assert [(g.trade_id, g.price, g.offset) for g in good] == [("2", 10.0, 1)]
+
+
+def test_parse_types_event_time_and_lineage(spark) -> None:
+    at = T0 + timedelta(microseconds=172000)
+    row = silver.valid_trades(silver.parse_bronze(bronze_df(spark, [trade_json("7", 10749.4, 0.004, at, "sell")],
+                                                            start_offset=5))).first()
+    assert row.symbol == "BTC/USD" and row.trade_id == "7" and row.side == "sell"
+    assert row.price == 10749.4 and row.qty == 0.004
+    assert row.event_time == at.replace(tzinfo=None) and row.event_date == date(2019, 7, 1)
+    assert (row.topic, row.partition, row.offset) == ("t", 0, 5)
+
+
+def test_duplicates_in_a_batch_keep_the_earliest_offset(spark) -> None:
+    values = [trade_json("1", 10.0, 1.0, T0), trade_json("1", 10.0, 1.0, T0), trade_json("2", 10.0, 1.0, T0)]
+    rows = silver.valid_trades(silver.parse_bronze(bronze_df(spark, values))).orderBy("trade_id").collect()
+    assert [(r.trade_id, r.offset) for r in rows] == [("1", 0), ("2", 2)]
+
+
+def test_silver_batches_are_idempotent_and_dedup_across_batches(spark, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    silver.ensure_tables(spark, settings)
+    batch0 = bronze_df(spark, [trade_json(str(i), 10.0 + i, 1.0, T0 + timedelta(seconds=i)) for i in range(5)]
+                       + ["junk"])
+    silver.process_batch(batch0, 0, settings, "app")
+    silver.process_batch(batch0, 0, settings, "app")  # replay after a crash: a no-op
+    # a later batch repeats trades 3 and 4 (a snapshot after reconnect) and adds 5
+    batch1 = bronze_df(spark, [trade_json(str(i), 10.0 + i, 1.0, T0 + timedelta(seconds=i)) for i in (3, 4, 5)],
+                       start_offset=6)
+    silver.process_batch(batch1, 1, settings, "app")
+    table = spark.read.format("delta").load(str(settings.silver))
+    assert sorted(int(r.trade_id) for r in table.collect()) == [0, 1, 2, 3, 4, 5]
+    assert spark.read.format("delta").load(str(settings.quarantine)).count() == 1
+
+
+def silver_rows(spark, trades: list[tuple[str, float, float, datetime, str]]):
+    rows = [Row(exchange="kraken", symbol=s, trade_id=i, price=p, qty=q, side="buy" if n % 2 == 0 else "sell",
+                ord_type=None, event_time=t, ingest_time=t, topic="t", partition=0, offset=n, event_date=t.date())
+            for n, (i, p, q, t, s) in enumerate(trades)]
+    return spark.createDataFrame(rows, silver.SILVER_SCHEMA)
+
+
+def test_bars_ohlcv_and_ties_at_the_same_timestamp(spark) -> None:
+    t = T0 + timedelta(seconds=10)
+    # Same event_time: trade_id decides; numeric ids compare as numbers ("9" < "10").
+    df = silver_rows(spark, [("10", 101.0, 1.0, t, "BTC/USD"), ("9", 100.0, 2.0, t, "BTC/USD"),
+                             ("11", 103.0, 1.0, t, "BTC/USD"), ("8", 99.0, 1.0, T0 + timedelta(seconds=70), "BTC/USD")])
+    bars = {r.bar_start: r for r in gold.bars(df, "1m").collect()}
+    b = bars[datetime(2019, 7, 1, 0, 0)]
+    assert (b.open, b.high, b.low, b.close, b.trades) == (100.0, 103.0, 100.0, 103.0, 3)
+    assert b.volume == 4.0 and b.vwap == pytest.approx((101 + 200 + 103) / 4.0, rel=1e-12)
+    assert b.buy_volume + b.sell_volume == b.volume
+    assert b.bar_end == datetime(2019, 7, 1, 0, 1) and b.is_final is False
+    assert bars[datetime(2019, 7, 1, 0, 1)].open == 99.0
+    five = gold.bars(df, "5m").collect()
+    assert len(five) == 1 and (five[0].open, five[0].close, five[0].trades) == (100.0, 99.0, 4)
+
+
+def test_bars_across_a_day_boundary(spark) -> None:
+    late_evening = datetime(2019, 7, 1, 23, 59, 59, 900000)
+    df = silver_rows(spark, [("1", 10.0, 1.0, late_evening, "ETH/USD"),
+                             ("2", 11.0, 1.0, late_evening + timedelta(milliseconds=200), "ETH/USD")])
+    for tf, starts in {"1m": [datetime(2019, 7, 1, 23, 59), datetime(2019, 7, 2, 0, 0)],
+                       "1h": [datetime(2019, 7, 1, 23, 0), datetime(2019, 7, 2, 0, 0)]}.items():
+        rows = sorted(gold.bars(df, tf).collect(), key=lambda r: r.bar_start)
+        assert [r.bar_start for r in rows] == starts
+        assert [r.bar_date for r in rows] == [date(2019, 7, 1), date(2019, 7, 2)]
+        assert [r.close for r in rows] == [10.0, 11.0]
+
+
+def read_bars(spark, settings: Settings, tf: str) -> dict[datetime, Row]:
+    return {r.bar_start: r for r in spark.read.format("delta").load(str(gold.bars_path(settings, tf))).collect()}
+
+
+def test_gold_merge_late_trades_finality_and_replay(spark, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, watermark="2 minutes")
+    gold.ensure_tables(spark, settings)
+    t = datetime(2019, 7, 1, 0, 0, 0)
+    batch0 = silver_rows(spark, [("1", 100.0, 1.0, t + timedelta(seconds=5), "BTC/USD"),
+                                 ("2", 105.0, 1.0, t + timedelta(seconds=50), "BTC/USD")])
+    gold.process_batch(batch0, 0, settings, "g")
+    # batch 1: the same minute gets an earlier trade (becomes open) and the clock moves to 00:05:30
+    batch1 = silver_rows(spark, [("3", 90.0, 2.0, t + timedelta(seconds=1), "BTC/USD"),
+                                 ("4", 120.0, 1.0, t + timedelta(minutes=5, seconds=30), "BTC/USD")])
+    gold.process_batch(batch1, 1, settings, "g")
+    gold.process_batch(batch1, 1, settings, "g")  # replayed batch: nothing counted twice
+    m = read_bars(spark, settings, "1m")
+    first = m[t]
+    assert (first.open, first.high, first.low, first.close, first.trades) == (90.0, 105.0, 90.0, 105.0, 3)
+    assert first.volume == 4.0 and first.vwap == pytest.approx((100 + 105 + 180) / 4.0, rel=1e-12)
+    # watermark = 00:05:30 - 2 min = 00:03:30: the 00:00 bar is final, the 00:05 bar is still forming
+    assert first.is_final is True and m[t + timedelta(minutes=5)].is_final is False
+
+    # batch 2: a trade at 00:02:00 is older than the watermark 00:03:30 -> late, counted, not in Gold
+    batch2 = silver_rows(spark, [("5", 1000.0, 1.0, t + timedelta(minutes=2), "BTC/USD"),
+                                 ("6", 121.0, 1.0, t + timedelta(minutes=5, seconds=40), "BTC/USD")])
+    gold.process_batch(batch2, 2, settings, "g")
+    m = read_bars(spark, settings, "1m")
+    assert t + timedelta(minutes=2) not in m
+    assert m[t + timedelta(minutes=5)].trades == 2 and m[t + timedelta(minutes=5)].close == 121.0
+    late = spark.read.format("delta").load(str(gold.late_path(settings))).collect()
+    assert [(r.trade_id, r.watermark) for r in late] == [("5", t + timedelta(minutes=3, seconds=30))]
+    hour = read_bars(spark, settings, "1h")[t]
+    assert hour.trades == 5 and hour.high == 121.0 and hour.open == 90.0 and hour.close == 121.0
