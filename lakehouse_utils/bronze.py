@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -11,6 +13,7 @@ from .config import Settings
 from .streaming import ensure_table, trigger_kwargs
 
 QUERY_NAME = "bronze"
+CHECKPOINT = "kafka_to_bronze_trades"
 BRONZE_SCHEMA = T.StructType([
     T.StructField("value_raw", T.StringType()),
     T.StructField("key", T.StringType()),
@@ -57,7 +60,7 @@ def read_kafka(spark: SparkSession, settings: Settings, fail_on_data_loss: bool 
 
 
 def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = None,
-                 fail_on_data_loss: bool = True) -> StreamingQuery:
+                 fail_on_data_loss: bool = True, checkpoint: str | Path | None = None) -> StreamingQuery:
     """Kafka topic -> ``settings.bronze`` (partitioned by ingest_date). ``trigger``: interval or 'available-now'."""
     ensure_bronze(spark, settings)
     return (
@@ -66,7 +69,7 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
         .queryName(QUERY_NAME)
         .outputMode("append")
         .partitionBy("ingest_date")
-        .option("checkpointLocation", str(settings.checkpoint("kafka_to_bronze_trades")))
+        .option("checkpointLocation", str(checkpoint or settings.checkpoint(CHECKPOINT)))
         .trigger(**trigger_kwargs(trigger or settings.trigger))
         .start(str(settings.bronze))
     )
@@ -74,3 +77,12 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
 
 def ensure_bronze(spark: SparkSession, settings: Settings) -> None:
     ensure_table(spark, settings.bronze, BRONZE_SCHEMA, ["ingest_date"])
+
+
+def latest_offsets(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Rows and the latest offset per topic partition (the seed's Bronze verification)."""
+    return (spark.read.format("delta").load(str(settings.bronze))
+            .groupBy("topic", "partition")
+            .agg(F.count("*").alias("rows"), F.min("offset").alias("first_offset"),
+                 F.max("offset").alias("latest_offset"), F.max("ts_kafka").alias("latest_ts_kafka"))
+            .orderBy("topic", "partition"))

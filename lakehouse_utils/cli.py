@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from .config import Settings
 
@@ -48,12 +50,142 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("jars", help="resolve the pinned connector jars into the local cache (needs Maven once)")
     p.add_argument("--force", action="store_true")
+
+    from . import ingest
+
+    p = sub.add_parser("ingest", help="trades from Kraken / a replay / a synthetic walk -> Kafka (+ DLQ)")
+    _common(p)
+    ingest.add_arguments(p)
+
+    p = sub.add_parser("bronze", help="Kafka -> Bronze Delta table (raw value + Kafka metadata)")
+    _common(p)
+    p.add_argument("--out", dest="bronze_path", help="Bronze table (default <data>/bronze/crypto_trades)")
+    p.add_argument("--startingOffsets", dest="starting_offsets", help="earliest | latest | JSON (default earliest)")
+    p.add_argument("--maxOffsetsPerTrigger", dest="max_offsets_per_trigger", type=int)
+    p.add_argument("--allow-data-loss", action="store_true",
+                   help="failOnDataLoss=false: skip offsets deleted by retention instead of failing")
+    _job(p)
+
+    p = sub.add_parser("silver", help="Bronze -> Silver trades (typed, deduplicated) + quarantine")
+    _common(p)
+    p.add_argument("--bronze", dest="bronze_path")
+    p.add_argument("--silver", dest="silver_path")
+    p.add_argument("--quarantine", dest="quarantine_path")
+    _job(p)
+
+    p = sub.add_parser("gold", help="Silver -> Gold bars_1m / bars_5m / bars_1h (OHLCV + VWAP)")
+    _common(p)
+    p.add_argument("--silver", dest="silver_path")
+    p.add_argument("--gold", dest="gold_path", help="Gold folder (a seed-style .../bars_1m path means its folder)")
+    p.add_argument("--watermark", help="event-time lateness allowed before a bar is final (default 2 minutes)")
+    _job(p)
+
+    p = sub.add_parser("demo", help="the main job: broker + producer + Bronze/Silver/Gold in one process")
+    _common(p)
+    p.add_argument("--source", choices=["replay", "kraken", "synthetic"], default="replay")
+    p.add_argument("--file", help="recording to replay (default: the bundled real hour)")
+    p.add_argument("--pair", action="append", dest="pairs", help="pair(s), e.g. BTC/USD or XBT/USDT (repeatable)")
+    p.add_argument("--speed", default="max", help="replay speed factor or 'max' (default max)")
+    p.add_argument("--broker-port", type=int, help="port of the embedded broker (default 19092)")
+    p.add_argument("--trigger", default="1 second", help="processing-time trigger of the three queries")
+    p.add_argument("--watermark")
+    end = p.add_mutually_exclusive_group()
+    end.add_argument("--until-drained", action="store_true",
+                     help="exit 0 once the source is exhausted and every layer has caught up")
+    end.add_argument("--duration", type=float, help="run for S seconds, then stop")
+
+    p = sub.add_parser("reset", help="dev reset: delete the tables and checkpoints (asks first)")
+    _common(p)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    p.add_argument("--broker", action="store_true", help="also delete the embedded broker's data (stops it)")
     return parser
 
 
+def _job(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="this job's checkpoint dir (default <data>/checkpoints/<job>)")
+    p.add_argument("--trigger", help="processing-time interval, e.g. '2 seconds' (default from settings)")
+    p.add_argument("--available-now", action="store_true", help="process what is there, then exit")
+    p.add_argument("--duration", type=float, help="stop after S seconds")
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    keys = ("data_dir", "bootstrap", "topic", "partitions")
-    return Settings.from_env(**{k: getattr(args, k) for k in keys if hasattr(args, k)})
+    keys = ("data_dir", "bootstrap", "topic", "partitions", "bronze_path", "silver_path", "quarantine_path",
+            "gold_path", "starting_offsets", "max_offsets_per_trigger", "watermark")
+    values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
+    gold = values.get("gold_path")
+    if gold and Path(gold).name.startswith("bars_"):  # the seed passed --gold data/gold/bars_1m
+        values["gold_path"] = str(Path(gold).parent)
+    return Settings.from_env(**values)
+
+
+def _run_layer(args: argparse.Namespace, settings: Settings, start: Callable[..., Any], **kwargs: Any) -> int:
+    from .jobs import run_query
+    from .spark import get_spark
+
+    trigger = "available-now" if args.available_now else (args.trigger or settings.trigger)
+    query = start(get_spark(settings), settings, trigger=trigger, checkpoint=args.checkpoint, **kwargs)
+    return run_query(query, duration=args.duration)
+
+
+@command("ingest")
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from . import ingest
+
+    return ingest.run(args, settings)
+
+
+@command("bronze")
+def _bronze(args: argparse.Namespace, settings: Settings) -> int:
+    from .bronze import start_bronze
+
+    return _run_layer(args, settings, start_bronze, fail_on_data_loss=not args.allow_data_loss)
+
+
+@command("silver")
+def _silver(args: argparse.Namespace, settings: Settings) -> int:
+    from .silver import start_silver
+
+    return _run_layer(args, settings, start_silver)
+
+
+@command("gold")
+def _gold(args: argparse.Namespace, settings: Settings) -> int:
+    from .gold import start_gold
+
+    return _run_layer(args, settings, start_gold)
+
+
+@command("demo")
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import run_demo
+
+    result = run_demo(settings, source=args.source, file=args.file, pairs=args.pairs, speed=args.speed,
+                      start_broker=args.bootstrap is None, broker_port=args.broker_port,
+                      until_drained=args.until_drained, duration=args.duration, trigger=args.trigger)
+    if result.report:
+        print(f"report: {result.report}")
+    return 0 if (result.drained or not args.until_drained) else 1
+
+
+@command("reset")
+def _reset(args: argparse.Namespace, settings: Settings) -> int:
+    from .jobs import reset, reset_targets
+
+    targets = reset_targets(settings, broker=args.broker)
+    if not targets:
+        print("nothing to delete")
+        return 0
+    print("will delete:\n  " + "\n  ".join(str(t) for t in targets))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("refusing without --yes (no terminal to ask)", file=sys.stderr)
+            return 2
+        if input("delete these? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("kept everything")
+            return 1
+    reset(settings, broker=args.broker)
+    print("deleted")
+    return 0
 
 
 @command("broker")

@@ -28,6 +28,7 @@ from .silver import ensure_tables as ensure_silver
 from .streaming import ensure_table, idempotent_append, idempotent_dml, query_id_of, trigger_kwargs
 
 QUERY_NAME = "gold"
+CHECKPOINT = "silver_to_gold_bars"
 TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}
 
 BAR_COLUMNS = ["symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap", "trades",
@@ -71,8 +72,9 @@ def late_path(settings: Settings) -> Path:
     return settings.gold / "late_trades"
 
 
-def state_path(settings: Settings) -> Path:
-    return settings.checkpoint("silver_to_gold_bars") / "watermark_state"
+def state_path(checkpoint: Path) -> Path:
+    """The per-batch watermark state lives with the checkpoint: a new checkpoint starts a new clock."""
+    return Path(checkpoint) / "watermark_state"
 
 
 _UNITS = {"ms": 0.001, "millisecond": 0.001, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
@@ -172,20 +174,22 @@ def merge_bars(spark: SparkSession, path: str | Path, updates: DataFrame, waterm
     merge.execute()
 
 
-def _max_event_time_before(spark: SparkSession, settings: Settings, batch_id: int) -> datetime | None:
-    state = spark.read.format("delta").load(str(state_path(settings)))
+def _max_event_time_before(spark: SparkSession, state_table: Path, batch_id: int) -> datetime | None:
+    state = spark.read.format("delta").load(str(state_table))
     return state.where(F.col("batch_id") < batch_id).agg(F.max("max_event_time")).first()[0]
 
 
-def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str) -> None:
+def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str,
+                  checkpoint: Path | None = None) -> None:
     spark = batch.sparkSession
+    state_table = state_path(checkpoint or settings.checkpoint(CHECKPOINT))
     delay = parse_delay(settings.watermark)
     trades = batch.select(*SILVER_SCHEMA.fieldNames()).persist()
     try:
         batch_max = trades.agg(F.max("event_time")).first()[0]
         if batch_max is None:
             return
-        prev_max = _max_event_time_before(spark, settings, batch_id)
+        prev_max = _max_event_time_before(spark, state_table, batch_id)
         before = prev_max - delay if prev_max is not None else None
         new_max = max(prev_max, batch_max) if prev_max is not None else batch_max
         after = new_max - delay
@@ -200,29 +204,30 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
             for tf in TIMEFRAMES:
                 merge_bars(spark, bars_path(settings, tf), bars(on_time, tf), after)
         state = spark.createDataFrame([(batch_id, new_max)], STATE_SCHEMA)
-        idempotent_append(state, state_path(settings), app_id, batch_id, [])
+        idempotent_append(state, state_table, app_id, batch_id, [])
     finally:
         trades.unpersist()
 
 
-def ensure_tables(spark: SparkSession, settings: Settings) -> None:
+def ensure_tables(spark: SparkSession, settings: Settings, checkpoint: Path | None = None) -> None:
     ensure_silver(spark, settings)
     for tf in TIMEFRAMES:
         ensure_table(spark, bars_path(settings, tf), GOLD_SCHEMA, PARTITIONS)
     ensure_table(spark, late_path(settings), LATE_SCHEMA, ["event_date"])
-    ensure_table(spark, state_path(settings), STATE_SCHEMA, [])
+    ensure_table(spark, state_path(checkpoint or settings.checkpoint(CHECKPOINT)), STATE_SCHEMA, [])
 
 
-def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = None) -> StreamingQuery:
+def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = None,
+               checkpoint: str | Path | None = None) -> StreamingQuery:
     """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
-    ensure_tables(spark, settings)
-    checkpoint = settings.checkpoint("silver_to_gold_bars")
+    checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
+    ensure_tables(spark, settings, checkpoint)
     app_id: dict[str, str | None] = {"id": None}
 
     def run(batch: DataFrame, batch_id: int) -> None:
         if app_id["id"] is None:
             app_id["id"] = "gold-" + query_id_of(checkpoint)
-        process_batch(batch, batch_id, settings, app_id["id"])
+        process_batch(batch, batch_id, settings, app_id["id"], checkpoint)
 
     return (
         spark.readStream.format("delta").load(str(settings.silver))
@@ -232,3 +237,9 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
         .trigger(**trigger_kwargs(trigger or settings.trigger))
         .start()
     )
+
+
+def latest_bars(spark: SparkSession, settings: Settings, timeframe: str = "1m", n: int = 10) -> DataFrame:
+    """The most recent bars first (the seed's Gold verification), the forming bar included."""
+    return (spark.read.format("delta").load(str(bars_path(settings, timeframe)))
+            .select(*BAR_COLUMNS).orderBy(F.col("bar_start").desc(), "symbol").limit(n))

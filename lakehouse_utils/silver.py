@@ -10,6 +10,8 @@ Invalid rows go to the quarantine table with their reason.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -20,6 +22,7 @@ from .config import Settings
 from .streaming import ensure_table, idempotent_append, query_id_of, table_exists, trigger_kwargs
 
 QUERY_NAME = "silver"
+CHECKPOINT = "bronze_to_silver_trades"
 KEYS = ["exchange", "symbol", "trade_id"]
 MAX_PRICE = 1e12
 SIDES = ("buy", "sell")
@@ -160,10 +163,11 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
     ensure_table(spark, settings.quarantine, QUARANTINE_SCHEMA, ["ingest_date"])
 
 
-def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = None) -> StreamingQuery:
+def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = None,
+                 checkpoint: str | Path | None = None) -> StreamingQuery:
     """Bronze (Delta stream) -> ``settings.silver`` + ``settings.quarantine``."""
     ensure_tables(spark, settings)
-    checkpoint = settings.checkpoint("bronze_to_silver_trades")
+    checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
     app_id = {"id": None}
 
     def run(batch: DataFrame, batch_id: int) -> None:
@@ -179,3 +183,16 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
         .trigger(**trigger_kwargs(trigger or settings.trigger))
         .start()
     )
+
+
+def latest_trades(spark: SparkSession, settings: Settings, n: int = 10) -> DataFrame:
+    """The most recent Silver trades (the seed's Silver verification)."""
+    return (spark.read.format("delta").load(str(settings.silver))
+            .select("symbol", "trade_id", "price", "qty", "side", "event_time", "ingest_time", "offset")
+            .orderBy(F.col("event_time").desc(), F.col("offset").desc()).limit(n))
+
+
+def quarantine_reasons(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Quarantined rows per reason code (the part before ':' details)."""
+    return (spark.read.format("delta").load(str(settings.quarantine))
+            .groupBy(F.split("reason", ":")[0].alias("reason")).count().orderBy(F.col("count").desc()))

@@ -37,36 +37,39 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> 
         active = SparkSession.getActiveSession()
         if active is not None:
             return active
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        submitted = _under_spark_submit()
+        if not submitted:
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = SparkSession.builder.appName(app_name)
+        if not submitted:  # spark-submit's --master / --conf win on a cluster
+            builder = builder.master(settings.spark_master).config("spark.driver.bindAddress", "127.0.0.1") \
+                .config("spark.driver.host", "127.0.0.1")
         builder = (
-            SparkSession.builder.appName(app_name)
-            .master(settings.spark_master)
+            builder
             .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
             .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
             .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
             .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.driver.host", "127.0.0.1")
             .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
             .config("spark.databricks.delta.snapshotPartitions", "2")
             .config("spark.sql.adaptive.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.ui.enabled", str(settings.spark_ui).lower())
         )
-        if not _jars_on_classpath():
+        if not submitted and not os.environ.get("LAKEHOUSE_SKIP_JARS"):
             builder = builder.config("spark.jars", ",".join(str(p) for p in jars.jars("spark")))
-        if settings.spark_ui:
+        if settings.spark_ui and not submitted:
             builder = builder.config("spark.ui.port", str(_free_port()))
         for key, value in settings.extra.items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("WARN")
+        spark.sparkContext.setLogLevel(os.environ.get("LAKEHOUSE_SPARK_LOG", "ERROR"))
         url = spark.sparkContext.uiWebUrl
         if url:
             print(f"[spark] {spark.version} UI: {url}", file=sys.stderr)
         return spark
 
 
-def _jars_on_classpath() -> bool:
-    """True under spark-submit with --packages/--jars already giving Kafka and Delta."""
-    return bool(os.environ.get("LAKEHOUSE_SKIP_JARS"))
+def _under_spark_submit() -> bool:
+    """True when this Python process was launched by spark-submit (or the pyspark shell)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -1,0 +1,226 @@
+"""The main job: broker, producer and the three streaming queries in one process, with progress.
+
+``run_demo`` starts the embedded broker (unless a bootstrap is given), the Bronze, Silver and Gold
+queries and a producer thread, and prints one progress line per layer.  With ``until_drained`` it
+returns once the source is exhausted and every layer has caught up: Bronze holds every message of the
+topic, no table has changed for a few trigger intervals while no query was busy, and Gold's 1-minute
+bars hold every Silver trade (plus the late ones, counted apart).  Everything it
+started is stopped on the way out (Ctrl-C included); checkpoints and Kafka's log make a rerun on the
+same data dir carry on without losing or double counting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .broker import LocalKafka, end_offsets
+from .config import Settings
+from .progress import ProgressLine
+from .streaming import progress_of
+
+
+@dataclass
+class LayerCounts:
+    bronze: int = 0
+    silver: int = 0
+    quarantine: int = 0
+    late: int = 0
+    bars: dict[str, int] = field(default_factory=dict)
+    gold_trades: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    drained: bool
+    wall_seconds: float
+    producer: dict[str, Any]
+    topic_offsets: dict[int, int]
+    counts: LayerCounts
+    report: Path | None = None
+
+
+def table_counts(spark, settings: Settings) -> LayerCounts:
+    """Row counts of every table (Gold: bars and the trades they hold, per timeframe)."""
+    from pyspark.sql import functions as F
+
+    from .gold import TIMEFRAMES, bars_path, late_path
+    from .streaming import table_exists
+
+    def count(path: Path) -> int:
+        return spark.read.format("delta").load(str(path)).count() if table_exists(path) else 0
+
+    counts = LayerCounts(count(settings.bronze), count(settings.silver), count(settings.quarantine),
+                         count(late_path(settings)))
+    for tf in TIMEFRAMES:
+        path = bars_path(settings, tf)
+        if table_exists(path):
+            row = spark.read.format("delta").load(str(path)).agg(F.count("*"), F.sum("trades")).first()
+            counts.bars[tf], counts.gold_trades[tf] = int(row[0]), int(row[1] or 0)
+    return counts
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    source: str = "replay",
+    file: str | None = None,
+    pairs: list[str] | None = None,
+    speed: str = "max",
+    start_broker: bool = True,
+    broker_port: int | None = None,
+    until_drained: bool = False,
+    duration: float | None = None,
+    trigger: str = "1 second",
+    progress: ProgressLine | None = None,
+    write_report: bool = True,
+) -> DemoResult:
+    from . import bronze, gold, silver
+    from .producer import ProducerThread, TradeProducer, ensure_topics, make_source
+    from .spark import get_spark
+
+    t0 = time.monotonic()
+    progress = progress or ProgressLine()
+    kafka = None
+    if start_broker:
+        port = broker_port or int(settings.bootstrap.rsplit(":", 1)[1])
+        kafka = LocalKafka(settings.broker_dir, port)
+        owned = not kafka.is_running()
+        kafka.start()
+        settings = settings.with_(bootstrap=kafka.bootstrap)
+        if not owned:
+            kafka = None  # someone else's broker: leave it running
+
+    ensure_topics(settings)  # Bronze's Kafka source needs the topic before the first trade
+    spark = get_spark(settings)
+    queries = {}
+    producer = None
+    drained = False
+    try:
+        queries = {
+            "bronze": bronze.start_bronze(spark, settings, trigger=trigger),
+            "silver": silver.start_silver(spark, settings, trigger=trigger),
+            "gold": gold.start_gold(spark, settings, trigger=trigger),
+        }
+        src, cleanup = make_source(source, pairs or ["BTC/USD"], file=file, speed=speed)
+        sink = TradeProducer(settings.bootstrap, settings.topic, settings.dlq_topic,
+                             partitions=settings.partitions, retention_ms=settings.retention_ms)
+        producer = ProducerThread(src, sink, name=source, cleanup=cleanup)
+        producer.start()
+        deadline = None if duration is None else t0 + duration
+        while True:
+            for name, q in queries.items():
+                if q.exception() is not None:
+                    raise RuntimeError(f"{name} query failed: {q.exception()}")
+            progress.update(_line(producer, queries))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if until_drained and not producer.running:
+                break
+            time.sleep(0.5)
+        producer.stop()
+        if until_drained:
+            _wait_caught_up(spark, settings, queries, producer, progress, _interval_seconds(trigger))
+            drained = True
+    finally:
+        if producer is not None and producer.running:
+            producer.stop()
+        for q in queries.values():
+            if q.isActive:
+                q.stop()
+        if kafka is not None:
+            offsets = end_offsets(settings.bootstrap, settings.topic)
+            kafka.stop()
+        else:
+            offsets = None
+    if offsets is None:
+        offsets = end_offsets(settings.bootstrap, settings.topic)
+    counts = table_counts(spark, settings)
+    status = producer.status() if producer else None
+    result = DemoResult(drained, time.monotonic() - t0, asdict(status) if status else {}, offsets, counts)
+    progress.done(_summary(result))
+    if write_report:
+        result.report = write_summary(settings, result)
+    return result
+
+
+def _interval_seconds(trigger: str) -> float:
+    from .gold import parse_delay
+
+    try:
+        return parse_delay(trigger).total_seconds()
+    except ValueError:
+        return 1.0
+
+
+def _table_version(path: Path) -> int:
+    log = Path(path) / "_delta_log"
+    return max((int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()), default=-1)
+
+
+def _wait_caught_up(spark, settings: Settings, queries: dict, producer, progress: ProgressLine,
+                    interval: float, timeout: float = 600.0) -> None:
+    """Block until every layer reflects everything the source produced (see the module doc)."""
+    from .gold import bars_path
+
+    tables = [settings.bronze, settings.silver, settings.quarantine, bars_path(settings, "1m")]
+    quiet_for = 2 * interval + 2.0
+    deadline = time.monotonic() + timeout
+    last_versions, quiet_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        for name, q in queries.items():
+            if q.exception() is not None:
+                raise RuntimeError(f"{name} query failed: {q.exception()}")
+        progress.update(_line(producer, queries))
+        versions = [_table_version(t) for t in tables]
+        busy = any(q.status.get("isTriggerActive") for q in queries.values())
+        if versions != last_versions or busy:
+            last_versions, quiet_since = versions, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_for:
+            counts = table_counts(spark, settings)
+            topic_total = sum(end_offsets(settings.bootstrap, settings.topic).values())
+            if counts.bronze >= topic_total and counts.gold_trades.get("1m", 0) + counts.late == counts.silver:
+                return
+            quiet_since = time.monotonic()  # quiet but not complete: a trigger is due, look again
+        time.sleep(0.25)
+    raise TimeoutError(f"layers did not catch up within {timeout:.0f}s")
+
+
+def _line(producer, queries: dict) -> str:
+    parts = [producer.status().line()] if producer else []
+    for name, q in queries.items():
+        p = progress_of(q, name)
+        parts.append(f"{name} b{p.batch_id if p.batch_id is not None else '-'} {p.input_rows}r")
+    return " | ".join(parts)
+
+
+def _summary(result: DemoResult) -> str:
+    c = result.counts
+    bars = " ".join(f"{tf}={n}" for tf, n in c.bars.items())
+    return (f"{'drained' if result.drained else 'stopped'} in {result.wall_seconds:.1f}s: "
+            f"topic={sum(result.topic_offsets.values())} bronze={c.bronze} silver={c.silver} "
+            f"quarantine={c.quarantine} late={c.late} bars {bars}")
+
+
+def write_summary(settings: Settings, result: DemoResult) -> Path:
+    """``<data>/reports/summary.md`` (a table) and ``summary.json``."""
+    out = settings.reports
+    out.mkdir(parents=True, exist_ok=True)
+    c = result.counts
+    rows = [("topic messages", sum(result.topic_offsets.values())), ("bronze rows", c.bronze),
+            ("silver trades", c.silver), ("quarantined rows", c.quarantine), ("late trades", c.late)]
+    rows += [(f"gold bars {tf}", n) for tf, n in c.bars.items()]
+    rows += [(f"gold trades {tf}", n) for tf, n in c.gold_trades.items()]
+    p = result.producer
+    rows += [("producer " + k, p.get(k)) for k in ("received", "sent", "delivered", "rejected", "dlq_sent")
+             if k in p]
+    rows += [("wall seconds", f"{result.wall_seconds:.1f}"), ("drained", result.drained)]
+    md = ["# Demo report", "", f"generated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC", "",
+          "| what | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
+    (out / "summary.md").write_text("\n".join(md))
+    (out / "summary.json").write_text(json.dumps(asdict(result), default=str, indent=2))
+    return out / "summary.md"

@@ -1,0 +1,711 @@
+"""Trades into Kafka: an idempotent, backpressured producer and a background thread driving it.
+
+:class:`TradeProducer` writes one JSON message per :class:`~lakehouse_utils.trades.Trade`
+(key = symbol, headers = source + schema_version) to the trades topic and every
+:class:`~lakehouse_utils.trades.Rejected` input to the dead-letter topic ``<topic>.dlq``
+(key = reason code). It is idempotent (``acks=all``, no duplicates on retry), compresses
+with zstd and keeps librdkafka's queue bounded: when the queue is full (say the broker is
+down), :meth:`TradeProducer.send` blocks the caller instead of buffering without limit, and
+never drops a message it accepted. A trade the broker refuses for good (e.g.
+``MSG_SIZE_TOO_LARGE``) goes to the dead-letter topic with that reason.
+
+:class:`ProducerThread` runs any source (``.stream(stop)`` + ``.stats``) into a producer on
+a background thread and reports a :class:`ProducerStatus`. :func:`make_source` builds the
+sources by name ("kraken", "replay", "synthetic"); the producer does not know which one it serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from .broker import ensure_topic
+from .trades import SCHEMA_VERSION, Rejected, Trade, TradeSource
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+log = logging.getLogger(__name__)
+# librdkafka's own log lines (routed through Python logging): errors only by default, as its
+# warnings are mostly transient retries (e.g. "Coordinator load in progress" right after a start).
+_rdkafka_log = logging.getLogger(f"{__name__}.librdkafka")
+if _rdkafka_log.level == logging.NOTSET:
+    _rdkafka_log.setLevel(logging.ERROR)
+
+SOURCE_KINDS = ("kraken", "replay", "synthetic")
+SYNTHETIC_BASE_RATE = 50.0  # trades/s of the synthetic source at speed 1
+
+# Errors where the message itself is at fault: retrying cannot help, so it goes to the DLQ.
+PERMANENT_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_RECORD,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_TIMESTAMP,
+})
+
+_BACKOFF_POLL_S = 0.05  # how long a blocked send() waits for room before retrying
+_QUEUED, _DEAD, _STOPPED = "queued", "dead-lettered", "stopped"  # outcomes of TradeProducer._produce
+
+
+def _error_text(err: KafkaError | Exception) -> str:
+    if isinstance(err, KafkaError):
+        return f"{err.name()}: {err.str()}"
+    return str(err)
+
+
+class TradeProducer:
+    """Idempotent Kafka producer for trades (``topic``) and rejects (``dlq_topic``)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        dlq_topic: str | None = None,
+        *,
+        queue_max_messages: int = 100_000,
+        queue_max_kbytes: int = 32_768,
+        compression: str = "zstd",
+        linger_ms: int = 20,
+        message_timeout_ms: int = 300_000,
+        partitions: int = 1,
+        retention_ms: int | None = None,
+        stop: threading.Event | None = None,
+        ensure_topics: bool = True,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.dlq_topic = dlq_topic or f"{topic}.dlq"
+        self.partitions = partitions
+        self.retention_ms = retention_ms
+        self.stop_event = stop
+        self.config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": compression,
+            "linger.ms": linger_ms,
+            "queue.buffering.max.messages": queue_max_messages,
+            "queue.buffering.max.kbytes": queue_max_kbytes,
+            "message.timeout.ms": message_timeout_ms,
+            "client.id": "lakehouse-trade-producer",
+            "logger": _rdkafka_log,  # not raw stderr lines
+            **(config or {}),
+        }
+        self._producer: Producer | None = Producer(self.config)
+        self._lock = threading.Lock()
+        self._callbacks: dict[str, Callable[[KafkaError | None, Any], None]] = {}
+        self._failed: deque[Rejected] = deque()  # permanent failures waiting to go to the DLQ
+        self._started = not ensure_topics
+        # counters (trades topic unless named dlq_*)
+        self.sent = 0  # trades accepted into the queue
+        self.delivered = 0  # trades acknowledged by the broker
+        self.dlq_sent = 0  # rejects accepted into the queue for the DLQ
+        self.dlq_delivered = 0
+        self.dead_lettered = 0  # trades the broker refused for good, re-routed to the DLQ
+        self.delivery_errors = 0  # messages lost: timed out, purged on close, DLQ failures
+        self.not_accepted = 0  # send() gave up because the stop event was set while blocked
+        self.backpressure_waits = 0  # sends that found the queue full
+        self._blocked_total = 0.0
+        self._blocked_since: float | None = None
+        self.last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> TradeProducer:
+        kwargs.setdefault("partitions", settings.partitions)
+        kwargs.setdefault("retention_ms", settings.retention_ms)
+        return cls(settings.bootstrap, settings.topic, settings.dlq_topic, **kwargs)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> TradeProducer:
+        """Create the trades and dead-letter topics if missing (once)."""
+        if not self._started:
+            ensure_topic(self.bootstrap, self.topic, self.partitions, self.retention_ms, timeout=timeout)
+            ensure_topic(self.bootstrap, self.dlq_topic, 1, self.retention_ms, timeout=timeout)
+            self._started = True
+        return self
+
+    @property
+    def closed(self) -> bool:
+        return self._producer is None
+
+    @property
+    def in_flight(self) -> int:
+        """Accepted messages not yet delivered or reported failed (plus failures awaiting the DLQ)."""
+        producer = self._producer
+        return (len(producer) if producer is not None else 0) + len(self._failed)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait until every accepted message is delivered or failed (DLQ hand-offs included).
+
+        Returns how many are still in flight when ``timeout`` ran out (0 = all settled).
+        """
+        producer = self._require_open()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            self._drain_failed(deadline)
+            remaining = self.in_flight
+            if remaining == 0 or time.monotonic() >= deadline:
+                return remaining
+
+    def close(self, timeout: float = 30.0) -> int:
+        """Flush for up to ``timeout`` s, then purge what is left, reporting it as failed.
+
+        Returns once every accepted message is delivered or counted in ``delivery_errors``;
+        the return value is how many were purged. Idempotent.
+        """
+        if self._producer is None:
+            return 0
+        producer = self._producer
+        remaining = self.flush(timeout)
+        purged = 0
+        if remaining:
+            with self._lock:
+                before = self.delivery_errors
+                self.delivery_errors += len(self._failed)  # the DLQ is unreachable too: lost
+            self._failed.clear()
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+            deadline = time.monotonic() + 5.0
+            while True:  # purged messages get their (error) delivery reports here
+                producer.poll(0.1)
+                if not len(producer) or time.monotonic() > deadline:
+                    break
+            purged = self.delivery_errors - before
+            log.warning("closed with %d undelivered messages (last error: %s)", purged, self.last_error)
+        self._producer = None
+        if not len(producer):
+            with contextlib.suppress(Exception):
+                producer.close()  # release librdkafka's threads and sockets now
+        return purged
+
+    def __enter__(self) -> TradeProducer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- sending ----------------------------------------------------------------------------
+
+    def send(self, trade: Trade, source: str, stop: threading.Event | None = None) -> bool:
+        """Queue one trade; blocks while the queue is full.
+
+        Returns True once accepted (or, if Kafka refuses it for good, handed to the DLQ),
+        False if the stop event was set while waiting for room.
+        """
+        producer = self._require_open()
+        value = trade.to_json()
+        outcome = self._produce(
+            self.topic, trade.kafka_key(), value, trade.kafka_headers(source), self._trade_callback(source),
+            stop or self.stop_event, source=source,
+        )
+        if outcome == _QUEUED:
+            with self._lock:
+                self.sent += 1
+        producer.poll(0)
+        self._drain_failed()
+        return outcome != _STOPPED
+
+    def reject(self, rejected: Rejected, stop: threading.Event | None = None) -> bool:
+        """Queue one reject for the dead-letter topic (key = its reason code)."""
+        producer = self._require_open()
+        accepted = self._send_dlq(rejected, stop or self.stop_event)
+        producer.poll(0)
+        self._drain_failed()
+        return accepted
+
+    def poll(self, timeout: float = 0.0, *, drain: bool = True) -> None:
+        """Serve delivery reports; ``drain`` also hands permanent failures to the DLQ.
+
+        Only the sending thread should drain; a helper thread keeping the counters fresh
+        while the source is idle polls with ``drain=False``.
+        """
+        producer = self._producer
+        if producer is not None:
+            producer.poll(timeout)
+            if drain:
+                self._drain_failed()
+
+    @property
+    def blocked_s(self) -> float:
+        """Seconds send() spent waiting for room in the queue (including a wait going on now)."""
+        since = self._blocked_since
+        return self._blocked_total + (time.monotonic() - since if since is not None else 0.0)
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "sent": self.sent,
+                "delivered": self.delivered,
+                "dlq_sent": self.dlq_sent,
+                "dlq_delivered": self.dlq_delivered,
+                "dead_lettered": self.dead_lettered,
+                "delivery_errors": self.delivery_errors,
+                "not_accepted": self.not_accepted,
+                "backpressure_waits": self.backpressure_waits,
+                "blocked_s": self.blocked_s,
+                "in_flight": self.in_flight,
+                "last_error": self.last_error,
+            }
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _require_open(self) -> Producer:
+        if self._producer is None:
+            raise RuntimeError("the producer is closed")
+        return self._producer
+
+    def _send_dlq(self, rejected: Rejected, stop: threading.Event | None, deadline: float | None = None) -> bool:
+        headers = [
+            ("source", rejected.source.encode("utf-8")),
+            ("schema_version", str(SCHEMA_VERSION).encode()),
+            ("reason", rejected.code.encode("utf-8")),
+        ]
+        outcome = self._produce(
+            self.dlq_topic, rejected.code.encode("utf-8"), rejected.to_json(), headers, self._on_dlq_delivery,
+            stop, deadline=deadline, dlq=True,
+        )
+        if outcome == _QUEUED:
+            with self._lock:
+                self.dlq_sent += 1
+        return outcome == _QUEUED
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes,
+        value: str,
+        headers: list[tuple[str, bytes]],
+        on_delivery: Callable[[KafkaError | None, Any], None],
+        stop: threading.Event | None,
+        *,
+        deadline: float | None = None,
+        source: str = "",
+        dlq: bool = False,
+    ) -> str:
+        """produce() with backpressure: on a full queue, serve callbacks and retry until room or stop."""
+        producer = self._require_open()
+        blocked_since: float | None = None
+        try:
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                    return _QUEUED
+                except BufferError:
+                    if blocked_since is None:
+                        blocked_since = self._blocked_since = time.monotonic()
+                        with self._lock:
+                            self.backpressure_waits += 1
+                    if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() > deadline):
+                        with self._lock:
+                            self.not_accepted += 1
+                        return _STOPPED
+                    producer.poll(_BACKOFF_POLL_S)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                    if dlq or err is None or err.code() not in PERMANENT_ERRORS:
+                        raise
+                    # refused before queueing (e.g. larger than message.max.bytes): dead-letter it now
+                    self._dead_letter(err, value, source)
+                    return _DEAD
+        finally:
+            if blocked_since is not None:
+                with self._lock:
+                    self._blocked_total += time.monotonic() - blocked_since
+                    self._blocked_since = None
+
+    def _dead_letter(self, err: KafkaError, value: str | bytes | None, source: str) -> None:
+        raw = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else (value or "")
+        rejected = Rejected(reason=f"produce_error:{err.name()} {err.str()}"[:300], raw=raw,
+                            source=source or "producer", received_at=datetime.now(UTC))
+        with self._lock:
+            self.dead_lettered += 1
+            self.last_error = _error_text(err)
+        self._failed.append(rejected)
+
+    def _drain_failed(self, deadline: float | None = None) -> None:
+        """Send trades that failed for good to the DLQ (outside delivery callbacks)."""
+        while self._failed and self._producer is not None:
+            rejected = self._failed[0]
+            if not self._send_dlq(rejected, self.stop_event if deadline is None else None, deadline):
+                return  # no room before stop/deadline: stays pending (close() counts it as lost)
+            self._failed.popleft()
+
+    def _trade_callback(self, source: str) -> Callable[[KafkaError | None, Any], None]:
+        """The delivery callback for trades of ``source`` (reports carry no headers), cached."""
+        callback = self._callbacks.get(source)
+        if callback is None:
+            callback = self._callbacks[source] = partial(self._on_trade_delivery, source)
+        return callback
+
+    def _on_trade_delivery(self, source: str, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            with self._lock:
+                self.delivered += 1
+            return
+        if err.code() in PERMANENT_ERRORS:
+            self._dead_letter(err, msg.value(), source)
+            return
+        with self._lock:
+            self.delivery_errors += 1
+            self.last_error = _error_text(err)
+
+    def _on_dlq_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        with self._lock:
+            if err is None:
+                self.dlq_delivered += 1
+            else:
+                self.delivery_errors += 1
+                self.last_error = f"DLQ {_error_text(err)}"
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Create the trades topic and its dead-letter topic if missing."""
+    ensure_topic(settings.bootstrap, settings.topic, settings.partitions, settings.retention_ms, timeout=timeout)
+    ensure_topic(settings.bootstrap, settings.dlq_topic, 1, settings.retention_ms, timeout=timeout)
+
+
+# ---- the background thread -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LastTrade:
+    symbol: str
+    price: float
+    event_time: datetime
+
+
+@dataclass(frozen=True)
+class ProducerStatus:
+    """A snapshot of a :class:`ProducerThread` (counters of the source and the producer)."""
+
+    state: str  # idle | running | stopping | finished | stopped | failed
+    source: str
+    received: int  # items the source yielded (trades + rejects)
+    sent: int  # trades accepted for the trades topic
+    delivered: int  # trades acknowledged by the broker
+    rejected: int  # rejects from the source (bad input)
+    dlq_sent: int  # messages accepted for the DLQ (rejects + dead-lettered trades)
+    dlq_delivered: int
+    dead_lettered: int  # trades the broker refused for good, re-routed to the DLQ
+    delivery_errors: int  # messages lost (timed out / purged on stop)
+    in_flight: int
+    reconnects: int
+    snapshot_repeats: int
+    msgs_per_s: float  # recent rate of sent trades (the average over the run once it ended)
+    last_trade: LastTrade | None
+    started_at: datetime | None
+    duration: float  # seconds running (so far, or in total once ended)
+    end_reason: str | None  # source ended | duration | max_messages | stopped | error
+    error: str | None
+    last_delivery_error: str | None = None
+
+    @property
+    def avg_per_s(self) -> float:
+        return self.sent / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.delivery_errors == 0
+
+    def line(self) -> str:
+        last = ""
+        if self.last_trade is not None:
+            t = self.last_trade
+            last = f" | last {t.symbol} {t.price:g} @ {t.event_time.strftime('%H:%M:%S')}"
+        extra = ""
+        if self.reconnects or self.snapshot_repeats:
+            extra += f" reconnects={self.reconnects} repeats={self.snapshot_repeats}"
+        if self.delivery_errors:
+            extra += f" ERRORS={self.delivery_errors}"
+        if self.in_flight:
+            extra += f" in_flight={self.in_flight}"
+        error = f" | error: {self.error}" if self.error else ""
+        return (
+            f"[{self.state}] {self.source}: received={self.received} sent={self.sent} "
+            f"delivered={self.delivered} rejected={self.rejected} dlq={self.dlq_sent}{extra} "
+            f"{self.msgs_per_s:,.0f} msg/s {self.duration:.1f}s{last}{error}"
+        )
+
+
+class ProducerThread:
+    """Run one source into a :class:`TradeProducer` on a daemon thread.
+
+    The thread ends by itself when the source ends, after ``duration`` seconds or after
+    ``max_messages`` source items (trades + rejects); it then flushes (up to
+    ``flush_timeout``) and calls ``cleanup``. ``stop()`` ends it early the same way.
+    """
+
+    def __init__(
+        self,
+        source: TradeSource,
+        producer: TradeProducer,
+        *,
+        name: str | None = None,
+        duration: float | None = None,
+        max_messages: int | None = None,
+        flush_timeout: float = 30.0,
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.producer = producer
+        self.name = name or getattr(source, "name", None) or type(source).__name__
+        self.duration = duration
+        self.max_messages = max_messages
+        self.flush_timeout = flush_timeout
+        self.cleanup = cleanup
+        self.stop_event = threading.Event()
+        self.received = 0
+        self.rejected = 0
+        self.error: str | None = None
+        self.end_reason: str | None = None
+        self.started_at: datetime | None = None
+        self._t0: float | None = None
+        self._t1: float | None = None
+        self._thread: threading.Thread | None = None
+        # set as the very last step of the run; unlike Thread.is_alive() it stays right when a
+        # Ctrl-C interrupts a join() in the main thread
+        self._done = threading.Event()
+        self._state = "idle"  # idle -> running -> finished | stopped | failed ("stopping" is derived)
+        self._end_lock = threading.Lock()
+        self._rates: deque[tuple[float, int]] = deque()
+        self._rate_lock = threading.Lock()
+
+    # ---- control ----------------------------------------------------------------------------
+
+    def start(self) -> ProducerThread:
+        """Ensure the topics (raises if the broker is unreachable), then start the thread."""
+        if self._thread is not None:
+            raise RuntimeError("a ProducerThread runs once; create a new one")
+        self.producer.start()
+        self.started_at = datetime.now(UTC)
+        self._t0 = time.monotonic()
+        self._state = "running"
+        self._thread = threading.Thread(target=self._run, name=f"producer-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> ProducerStatus:
+        """Stop the source, flush for up to ``timeout`` s (then count the rest as failed), join."""
+        if self.running:
+            self.flush_timeout = min(self.flush_timeout, timeout)
+            self._end("stopped")
+            self._done.wait(timeout + 10.0)
+        return self.status()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end (flush and cleanup included); True if it has."""
+        return self._thread is None or self._done.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._done.is_set()
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        timer = None
+        if self.duration is not None:
+            timer = threading.Timer(self.duration, self._end, ("duration",))
+            timer.daemon = True
+            timer.start()
+        stream: Iterator[Trade | Rejected] | None = None
+        loop_done = threading.Event()
+        poller = threading.Thread(target=self._serve_reports, args=(loop_done,), name="producer-reports",
+                                  daemon=True)
+        poller.start()
+        try:
+            stream = self.source.stream(self.stop_event)
+            for item in stream:
+                self.received += 1
+                if isinstance(item, Trade):
+                    if not self.producer.send(item, self.name, self.stop_event):
+                        break
+                else:
+                    self.rejected += 1
+                    if not self.producer.reject(item, self.stop_event):
+                        break
+                if self.max_messages is not None and self.received >= self.max_messages:
+                    self._end("max_messages")
+                    break
+                if self.stop_event.is_set():
+                    break
+            self._end("source ended", stop=False)
+        except Exception as exc:  # the thread dies: keep the reason for status()
+            log.exception("producer thread failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._end("error", stop=False)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()  # type: ignore[attr-defined]  # closes the socket of a generator source
+            loop_done.set()
+            poller.join()
+            try:
+                self.producer.close(self.flush_timeout)
+            except Exception as exc:
+                log.exception("flush failed")
+                self.error = self.error or f"flush: {type(exc).__name__}: {exc}"
+            if self.cleanup is not None:
+                try:
+                    self.cleanup()
+                except Exception:
+                    log.exception("cleanup failed")
+            self._t1 = time.monotonic()
+            if self.error is not None:
+                self._state = "failed"
+            else:
+                self._state = "stopped" if self.end_reason == "stopped" else "finished"
+            self._done.set()
+
+    def _serve_reports(self, done: threading.Event) -> None:
+        """Keep delivery counters fresh while the source is quiet (e.g. a calm live market)."""
+        while not done.is_set():
+            try:
+                self.producer.poll(0.2, drain=False)
+            except Exception:  # the producer closed under us: the loop is ending anyway
+                return
+
+    def _end(self, reason: str, stop: bool = True) -> None:
+        """Record why the run ends (the first reason wins) and, by default, stop the source."""
+        with self._end_lock:
+            if self.end_reason is None:
+                self.end_reason = reason
+        if stop:
+            self.stop_event.set()
+
+    # ---- status -----------------------------------------------------------------------------
+
+    def _rate(self, sent: int) -> float:
+        """Sent trades per second over the last ~5 s of status() calls (or since the start)."""
+        now = time.monotonic()
+        with self._rate_lock:
+            if self._t1 is not None and self._t0 is not None:
+                return sent / (self._t1 - self._t0) if self._t1 > self._t0 else 0.0
+            self._rates.append((now, sent))
+            while len(self._rates) > 2 and now - self._rates[1][0] >= 5.0:
+                self._rates.popleft()
+            if len(self._rates) < 2 and self._t0 is not None:
+                elapsed = now - self._t0
+                return sent / elapsed if elapsed > 0 else 0.0
+            (t_a, n_a), (t_b, n_b) = self._rates[0], self._rates[-1]
+            return (n_b - n_a) / (t_b - t_a) if t_b > t_a else 0.0
+
+    def status(self) -> ProducerStatus:
+        c = self.producer.counters()
+        stats = getattr(self.source, "stats", {}) or {}
+        last = stats.get("last_trade")
+        last_trade = LastTrade(last.symbol, last.price, last.event_time) if isinstance(last, Trade) else None
+        if self._t0 is None:
+            duration = 0.0
+        else:
+            duration = (self._t1 if self._t1 is not None else time.monotonic()) - self._t0
+        return ProducerStatus(
+            state="stopping" if self._state == "running" and self.stop_event.is_set() else self._state,
+            source=self.name,
+            received=self.received,
+            sent=c["sent"],
+            delivered=c["delivered"],
+            rejected=self.rejected,
+            dlq_sent=c["dlq_sent"],
+            dlq_delivered=c["dlq_delivered"],
+            dead_lettered=c["dead_lettered"],
+            delivery_errors=c["delivery_errors"],
+            in_flight=c["in_flight"],
+            reconnects=int(stats.get("reconnects", 0) or 0),
+            snapshot_repeats=int(stats.get("snapshot_repeats", 0) or 0),
+            msgs_per_s=self._rate(c["sent"]),
+            last_trade=last_trade,
+            started_at=self.started_at,
+            duration=duration,
+            end_reason=self.end_reason,
+            error=self.error,
+            last_delivery_error=c["last_error"],
+        )
+
+
+# ---- sources by name -------------------------------------------------------------------------
+
+
+def _noop() -> None:
+    return None
+
+
+def make_source(
+    kind: str,
+    pairs: list[str] | tuple[str, ...],
+    *,
+    url: str | None = None,
+    file: str | Path | None = None,
+    speed: float | str = "max",
+    record: str | Path | None = None,
+    seed: int = 42,
+    n_trades: int | None = None,
+) -> tuple[TradeSource, Callable[[], None]]:
+    """Build a source by name; returns ``(source, cleanup)`` (call cleanup once the stream ended).
+
+    - ``"kraken"``: live Kraken v2 (``url`` defaults to wss://ws.kraken.com/v2), recorded to ``record``.
+    - ``"replay"``: a local :class:`~lakehouse_utils.replay.ReplayServer` playing ``file`` (default: the
+      bundled real hour) at ``speed`` ("max" or a factor, 1 = real time); the stream ends with the recording.
+    - ``"synthetic"``: a seeded random walk, ``SYNTHETIC_BASE_RATE`` x ``speed`` trades/s ("max": as fast
+      as possible on a simulated clock), ``n_trades`` in total (None: endless).
+    """
+    from .kraken import KRAKEN_V2_URL, KrakenV2Source
+
+    pairs = list(pairs)
+    if kind == "kraken":
+        return KrakenV2Source(pairs, url or KRAKEN_V2_URL, record=record), _noop
+    if kind == "replay":
+        from .replay import SAMPLE_RECORDING, ReplayServer
+
+        server = ReplayServer(file or SAMPLE_RECORDING, speed, close_when_done=True).start()
+        try:
+            source = KrakenV2Source(pairs, server.url, end_on_close=True, record=record)
+        except Exception:
+            server.stop()
+            raise
+        return source, server.stop
+    if kind == "synthetic":
+        from .synthetic import SyntheticSource
+
+        rate = None if str(speed) == "max" else SYNTHETIC_BASE_RATE * float(speed)
+        return SyntheticSource(pairs, seed=seed, rate=rate, n_trades=n_trades), _noop
+    raise ValueError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
+
+
+def parse_speed(text: str | float | None) -> float | str:
+    """'max' (or empty) -> 'max'; '10' -> 10.0 (must be > 0)."""
+    if text is None or str(text).strip().lower() in ("", "max"):
+        return "max"
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"speed must be > 0 or 'max', got {text!r}")
+    return value
+
+
+__all__ = [
+    "LastTrade",
+    "ProducerStatus",
+    "ProducerThread",
+    "SOURCE_KINDS",
+    "TradeProducer",
+    "ensure_topics",
+    "make_source",
+    "parse_speed",
+]
