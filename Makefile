@@ -36,5 +36,24 @@ lint: setup
 lab: setup
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
 
+# The main job: the bundled real hour through broker, producer, Bronze, Silver, Gold; report in $(DATA)/reports
+demo: setup
+	$(VENV)/bin/lakehouse demo --data-dir $(DATA) --until-drained
+
+# Every numbered notebook in order (papermill), executed copies in $(DATA)/executed
+notebooks: setup
+	$(PY) -m lakehouse_utils.notebooks --data-dir $(DATA) --stop-broker
+
+# Speed and memory targets (not timed tests)
+bench: setup
+	$(PY) -m lakehouse_utils.bench --data-dir $(DATA)/bench
+
+# Only the end-to-end tests (real hour through demo and notebooks)
+e2e: setup
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+reset: setup
+	$(VENV)/bin/lakehouse reset --data-dir $(DATA)
+
 clean:
 	rm -rf $(VENV) .jars .pytest_cache

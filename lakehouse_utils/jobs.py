@@ -50,4 +50,6 @@ def reset(settings: Settings, broker: bool = False) -> list[Path]:
     targets = reset_targets(settings, broker)
     for path in targets:
         shutil.rmtree(path)
+        if path.parent != settings.data_dir and path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()  # data/bronze, data/silver once their tables are gone
     return targets

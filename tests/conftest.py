@@ -52,3 +52,17 @@ def topic() -> str:
 @pytest.fixture
 def settings(tmp_path: Path, kafka: LocalKafka, topic: str) -> Settings:
     return Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap, topic=topic, spark_ui=False)
+
+
+@pytest.fixture(scope="session")
+def hour(tmp_path_factory: pytest.TempPathFactory, kafka: LocalKafka, spark):
+    """The bundled real hour through ``run_demo --until-drained`` once per session: (settings, result).
+
+    Tests may read its tables; only test_pipeline's second-run test writes again (it leaves Silver and
+    Gold unchanged by design).
+    """
+    from lakehouse_utils.demo import run_demo
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("hour") / "data", bootstrap=kafka.bootstrap,
+                        topic=f"hour.{uuid.uuid4().hex[:8]}", spark_ui=False)
+    return settings, run_demo(settings, start_broker=False, until_drained=True)

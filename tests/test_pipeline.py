@@ -73,10 +73,8 @@ def assert_gold_matches(settings: Settings) -> None:
     assert (hour.open, hour.close, hour.high, hour.low) == (10749.4, 11014.3, 11041.8, 10600.0)
 
 
-def test_real_hour_through_the_demo_and_a_second_run_adds_nothing(tmp_path: Path, kafka: LocalKafka, topic: str,
-                                                                  spark) -> None:
-    settings = Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap, topic=topic, spark_ui=False)
-    first = run_demo(settings, start_broker=False, until_drained=True)
+def test_real_hour_through_the_demo_and_a_second_run_adds_nothing(hour) -> None:
+    settings, first = hour
     assert first.drained
     assert first.producer["delivered"] == 2672 and first.topic_offsets == {0: 2672}
     c = first.counts
