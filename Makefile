@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 
 $(JARS) &: $(STAMP) lakehouse_utils/jars.py
 	$(PY) -m lakehouse_utils.jars
+	touch $(JARS)
 
 jars: setup
 
