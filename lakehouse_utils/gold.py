@@ -25,7 +25,14 @@ from pyspark.sql.streaming import StreamingQuery
 from .config import Settings
 from .silver import SILVER_SCHEMA
 from .silver import ensure_tables as ensure_silver
-from .streaming import ensure_table, idempotent_append, idempotent_dml, query_id_of, trigger_kwargs
+from .streaming import (
+    LayerStats,
+    ensure_table,
+    idempotent_append,
+    idempotent_dml,
+    query_id_of,
+    trigger_kwargs,
+)
 
 QUERY_NAME = "gold"
 CHECKPOINT = "silver_to_gold_bars"
@@ -180,7 +187,7 @@ def _max_event_time_before(spark: SparkSession, state_table: Path, batch_id: int
 
 
 def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str,
-                  checkpoint: Path | None = None) -> None:
+                  checkpoint: Path | None = None, stats: LayerStats | None = None) -> None:
     spark = batch.sparkSession
     state_table = state_path(checkpoint or settings.checkpoint(CHECKPOINT))
     delay = parse_delay(settings.watermark)
@@ -200,11 +207,15 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
                 F.lit("late: event_time older than the watermark").alias("reason"),
                 F.current_timestamp().alias("detected_at"))
             idempotent_append(late, late_path(settings), app_id, batch_id, ["event_date"])
+            if stats is not None:
+                stats.add(batch_id, "late", late.count())
         with idempotent_dml(spark, app_id, batch_id):
             for tf in TIMEFRAMES:
                 merge_bars(spark, bars_path(settings, tf), bars(on_time, tf), after)
         state = spark.createDataFrame([(batch_id, new_max)], STATE_SCHEMA)
         idempotent_append(state, state_table, app_id, batch_id, [])
+        if stats is not None:
+            stats["watermark"] = after.isoformat(sep=" ")
     finally:
         trades.unpersist()
 
@@ -223,13 +234,14 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     ensure_tables(spark, settings, checkpoint)
     app_id: dict[str, str | None] = {"id": None}
+    stats = LayerStats()
 
     def run(batch: DataFrame, batch_id: int) -> None:
         if app_id["id"] is None:
             app_id["id"] = "gold-" + query_id_of(checkpoint)
-        process_batch(batch, batch_id, settings, app_id["id"], checkpoint)
+        process_batch(batch, batch_id, settings, app_id["id"], checkpoint, stats)
 
-    return (
+    query = (
         spark.readStream.format("delta").load(str(settings.silver))
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(run)
@@ -237,6 +249,8 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
         .trigger(**trigger_kwargs(trigger or settings.trigger))
         .start()
     )
+    query.layer_stats = stats
+    return query
 
 
 def latest_bars(spark: SparkSession, settings: Settings, timeframe: str = "1m", n: int = 10) -> DataFrame:

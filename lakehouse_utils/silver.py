@@ -19,7 +19,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from .bronze import ensure_bronze
 from .config import Settings
-from .streaming import ensure_table, idempotent_append, query_id_of, table_exists, trigger_kwargs
+from .streaming import LayerStats, ensure_table, idempotent_append, query_id_of, table_exists, trigger_kwargs
 
 QUERY_NAME = "silver"
 CHECKPOINT = "bronze_to_silver_trades"
@@ -142,7 +142,8 @@ def _existing_in_range(spark: SparkSession, path: str, batch: DataFrame) -> Data
         .where(F.col("event_date").between(lo.date(), hi.date()))
 
 
-def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str) -> None:
+def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str,
+                  stats: LayerStats | None = None) -> None:
     spark = batch.sparkSession
     parsed = parse_bronze(batch).persist()
     try:
@@ -150,7 +151,10 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
         existing = _existing_in_range(spark, str(settings.silver), good)
         fresh = good if existing is None else new_trades(good, existing)
         idempotent_append(fresh, settings.silver, app_id, batch_id, ["event_date"])
-        idempotent_append(quarantined(parsed), settings.quarantine, app_id, batch_id, ["ingest_date"])
+        bad = quarantined(parsed)
+        idempotent_append(bad, settings.quarantine, app_id, batch_id, ["ingest_date"])
+        if stats is not None:
+            stats.add(batch_id, "quarantined", bad.count())
         good.unpersist()
     finally:
         parsed.unpersist()
@@ -169,13 +173,14 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
     ensure_tables(spark, settings)
     checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
     app_id = {"id": None}
+    stats = LayerStats()
 
     def run(batch: DataFrame, batch_id: int) -> None:
         if app_id["id"] is None:  # the checkpoint's query id: stable across restarts, new after a reset
             app_id["id"] = "silver-" + query_id_of(checkpoint)
-        process_batch(batch, batch_id, settings, app_id["id"])
+        process_batch(batch, batch_id, settings, app_id["id"], stats)
 
-    return (
+    query = (
         spark.readStream.format("delta").load(str(settings.bronze))
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(run)
@@ -183,6 +188,8 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
         .trigger(**trigger_kwargs(trigger or settings.trigger))
         .start()
     )
+    query.layer_stats = stats
+    return query
 
 
 def latest_trades(spark: SparkSession, settings: Settings, n: int = 10) -> DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +83,29 @@ class Progress:
     watermark: str | None
     state_rows: int
     message: str
+    layer: dict[str, Any] = field(default_factory=dict)
 
     def line(self) -> str:
         if self.batch_id is None:
             return f"{self.name}: {self.message}"
         wm = f" wm={self.watermark}" if self.watermark else ""
+        extra = "".join(f" {k}={v}" for k, v in self.layer.items() if not k.startswith("_") and k != "watermark")
         return (f"{self.name}: batch {self.batch_id} rows={self.input_rows} in={self.input_rps:.0f}/s "
-                f"out={self.processed_rps:.0f}/s {self.batch_ms or 0}ms{wm} state={self.state_rows}")
+                f"out={self.processed_rps:.0f}/s {self.batch_ms or 0}ms{wm} state={self.state_rows}{extra}")
+
+
+class LayerStats(dict):
+    """Numbers a layer's foreachBatch keeps for the progress line (watermark, late, quarantined ...).
+
+    Attached to the StreamingQuery as ``query.layer_stats``; Spark's own progress knows nothing of them.
+    """
+
+    def add(self, batch_id: int, key: str, n: int) -> None:
+        """Count ``n`` for a batch once (a batch replayed in the same process is not counted again)."""
+        seen = self.setdefault("_counted", set())
+        if (batch_id, key) not in seen:
+            seen.add((batch_id, key))
+            self[key] = self.get(key, 0) + n
 
 
 def progress_of(query: StreamingQuery | None, name: str = "") -> Progress:
@@ -98,6 +114,7 @@ def progress_of(query: StreamingQuery | None, name: str = "") -> Progress:
     p = query.lastProgress or {}
     status = query.status or {}
     state = sum(int(op.get("numRowsTotal", 0)) for op in p.get("stateOperators", []) or [])
+    layer = dict(getattr(query, "layer_stats", {}) or {})
     return Progress(
         name=name or query.name or str(query.id),
         active=query.isActive,
@@ -106,9 +123,10 @@ def progress_of(query: StreamingQuery | None, name: str = "") -> Progress:
         input_rps=float(p.get("inputRowsPerSecond", 0.0) or 0.0),
         processed_rps=float(p.get("processedRowsPerSecond", 0.0) or 0.0),
         batch_ms=(p.get("durationMs") or {}).get("triggerExecution"),
-        watermark=(p.get("eventTime") or {}).get("watermark"),
+        watermark=(p.get("eventTime") or {}).get("watermark") or layer.get("watermark"),
         state_rows=state,
         message=status.get("message", ""),
+        layer=layer,
     )
 
 

@@ -12,6 +12,7 @@ from pyspark.sql import Row
 from lakehouse_utils import gold, silver
 from lakehouse_utils.bronze import BRONZE_SCHEMA, to_bronze
 from lakehouse_utils.config import Settings
+from lakehouse_utils.streaming import LayerStats
 
 T0 = datetime(2019, 7, 1, 0, 0, 0, tzinfo=UTC)
 
@@ -90,8 +91,9 @@ def test_silver_batches_are_idempotent_and_dedup_across_batches(spark, tmp_path:
     silver.ensure_tables(spark, settings)
     batch0 = bronze_df(spark, [trade_json(str(i), 10.0 + i, 1.0, T0 + timedelta(seconds=i)) for i in range(5)]
                        + ["junk"])
-    silver.process_batch(batch0, 0, settings, "app")
-    silver.process_batch(batch0, 0, settings, "app")  # replay after a crash: a no-op
+    stats = LayerStats()
+    silver.process_batch(batch0, 0, settings, "app", stats)
+    silver.process_batch(batch0, 0, settings, "app", stats)  # replay after a crash: a no-op
     # a later batch repeats trades 3 and 4 (a snapshot after reconnect) and adds 5
     batch1 = bronze_df(spark, [trade_json(str(i), 10.0 + i, 1.0, T0 + timedelta(seconds=i)) for i in (3, 4, 5)],
                        start_offset=6)
@@ -99,6 +101,7 @@ def test_silver_batches_are_idempotent_and_dedup_across_batches(spark, tmp_path:
     table = spark.read.format("delta").load(str(settings.silver))
     assert sorted(int(r.trade_id) for r in table.collect()) == [0, 1, 2, 3, 4, 5]
     assert spark.read.format("delta").load(str(settings.quarantine)).count() == 1
+    assert stats["quarantined"] == 1
 
 
 def silver_rows(spark, trades: list[tuple[str, float, float, datetime, str]]):
@@ -162,7 +165,9 @@ def test_gold_merge_late_trades_finality_and_replay(spark, tmp_path: Path) -> No
     # batch 2: a trade at 00:02:00 is older than the watermark 00:03:30 -> late, counted, not in Gold
     batch2 = silver_rows(spark, [("5", 1000.0, 1.0, t + timedelta(minutes=2), "BTC/USD"),
                                  ("6", 121.0, 1.0, t + timedelta(minutes=5, seconds=40), "BTC/USD")])
-    gold.process_batch(batch2, 2, settings, "g")
+    stats = LayerStats()
+    gold.process_batch(batch2, 2, settings, "g", stats=stats)
+    assert stats["late"] == 1 and stats["watermark"] == "2019-07-01 00:03:40"
     m = read_bars(spark, settings, "1m")
     assert t + timedelta(minutes=2) not in m
     assert m[t + timedelta(minutes=5)].trades == 2 and m[t + timedelta(minutes=5)].close == 121.0
