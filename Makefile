@@ -45,6 +45,10 @@ demo: setup
 notebooks: setup
 	$(PY) -m lakehouse_utils.notebooks --data-dir $(DATA) --stop-broker
 
+# The live dashboard (Voila) on http://127.0.0.1:8866: candles, alerts, pipeline status of $(DATA)
+dashboard: setup
+	LAKEHOUSE_DATA_DIR=$(abspath $(DATA)) $(VENV)/bin/voila notebooks/dashboard.ipynb --Voila.ip=127.0.0.1 --port=8866 --no-browser
+
 # Speed and memory targets (not timed tests)
 bench: setup
 	$(PY) -m lakehouse_utils.bench --data-dir $(DATA)/bench

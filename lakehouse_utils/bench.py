@@ -115,12 +115,14 @@ def bench_demo(settings: Settings) -> list[Measurement]:
             Measurement("demo: driver RSS after the hour", _rss_mb(), "MB", 1500, False)]
 
 
-def bench_chart_refresh(settings: Settings) -> list[Measurement]:
-    try:
-        from . import bench_charts
-    except ImportError:
-        return []
-    return bench_charts.measurements(settings)
+def bench_chart_refresh() -> list[Measurement]:
+    from . import bench_charts
+
+    out = []
+    for commits, target in ((20, 1.0), (200, 2.0)):
+        seconds = bench_charts.bench(500, commits, repeats=5)["refresh_once"]
+        out.append(Measurement(f"live chart refresh, 500 bars in {commits} commits", seconds, "s", target, False))
+    return out
 
 
 def run(root: Path) -> list[Measurement]:
@@ -136,7 +138,7 @@ def run(root: Path) -> list[Measurement]:
         bench_producer_memory,
         lambda: bench_spark_start(settings),
         lambda: bench_demo(settings),
-        lambda: bench_chart_refresh(settings),
+        bench_chart_refresh,
     ]
     try:
         for step in steps:

@@ -224,4 +224,7 @@ def write_summary(settings: Settings, result: DemoResult) -> Path:
           "| what | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
     (out / "summary.md").write_text("\n".join(md))
     (out / "summary.json").write_text(json.dumps(asdict(result), default=str, indent=2))
+    from .charts import report_candles
+
+    report_candles(settings)  # <data>/reports/candles.html, offline Plotly
     return out / "summary.md"

@@ -13,6 +13,7 @@ from . import jars
 from .config import Settings
 
 _lock = threading.Lock()
+_session: SparkSession | None = None
 
 
 def _free_port(start: int = 4040, tries: int = 50) -> int:
@@ -30,13 +31,15 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> 
     """Return the process's SparkSession, creating it on first call (later calls ignore settings).
 
     Kafka and Delta jars come from the local cache (``lakehouse_utils.jars``) as ``spark.jars``,
-    so nothing is downloaded at run time.  Under ``spark-submit`` an existing session is reused.
+    so nothing is downloaded at run time.  Under ``spark-submit`` the submitted session is used.
     """
+    global _session
     settings = settings or Settings.from_env()
     with _lock:
-        active = SparkSession.getActiveSession()
-        if active is not None:
-            return active
+        # Not getActiveSession(): that one is per thread, and on a foreachBatch thread it is the
+        # streaming query's cloned session (with that query's confs), not the process's session.
+        if _session is not None and _session.sparkContext._jsc is not None:
+            return _session
         submitted = _under_spark_submit()
         if not submitted:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -62,7 +65,7 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> 
             builder = builder.config("spark.ui.port", str(_free_port()))
         for key, value in settings.extra.items():
             builder = builder.config(key, value)
-        spark = builder.getOrCreate()
+        spark = _session = builder.getOrCreate()  # under spark-submit: the submitted session
         spark.sparkContext.setLogLevel(os.environ.get("LAKEHOUSE_SPARK_LOG", "ERROR"))
         url = spark.sparkContext.uiWebUrl
         if url:

@@ -75,10 +75,18 @@ def test_kafka_to_delta_available_now(kafka: LocalKafka, spark, topic: str, tmp_
     assert pdf["value_raw"].tolist() == [r.value_raw for r in rows]
 
 
-def test_get_spark_is_one_session(spark) -> None:
+def test_get_spark_is_one_session(spark, tmp_path: Path) -> None:
     assert get_spark() is spark
     assert get_spark(Settings(shuffle_partitions=7)) is spark
     assert spark.conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"
+    # Also from a foreachBatch callback, where Spark's "active session" is the query's clone.
+    spark.range(3).write.format("delta").save(str(tmp_path / "t"))
+    seen = []
+    query = (spark.readStream.format("delta").load(str(tmp_path / "t")).writeStream
+             .foreachBatch(lambda df, _: seen.append((get_spark() is spark, df.sparkSession is spark)))
+             .option("checkpointLocation", str(tmp_path / "chk")).trigger(availableNow=True).start())
+    query.awaitTermination(60)
+    assert seen == [(True, False)]
 
 
 def test_broker_restart_and_kill9_keep_data(tmp_path: Path) -> None:

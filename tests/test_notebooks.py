@@ -23,7 +23,7 @@ def outputs(path: Path) -> str:
 def test_notebooks_run_in_order_and_build_every_layer(kafka: LocalKafka, topic: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
     done = run_notebooks(data, tmp_path / "executed", kafka.bootstrap, run_seconds=240,
-                         parameters={"topic": topic})
+                         parameters={"topic": topic, "alerts_topic": f"{topic}.alerts"})
     assert [p.name for p in done] == [p.name for p in numbered()]
     by_name = {p.name[:2]: outputs(p) for p in done}
 
@@ -45,3 +45,17 @@ def test_notebooks_run_in_order_and_build_every_layer(kafka: LocalKafka, topic: 
         assert len(bars) == n and bars["trades"].sum() == 2671
     hour = DeltaTable(str(data / "gold" / "bars_1h")).to_pandas().iloc[0]
     assert (hour.open, hour.close) == (10749.4, 11014.3)
+
+    # 05: the live chart shows Gold; its HTML is self-contained (plotly.js embedded)
+    assert "bars shown: 60" in by_name["05"]
+    assert ("last bar: 2019-07-01 00:59 UTC open=10985.1 high=11041.8 low=10985.1 close=11014.3 (forming)"
+            in by_name["05"])
+    assert (data / "reports" / "candles_1m.html").stat().st_size > 1_000_000
+    # 06: signals and alerts, written once to the Delta table and the topic
+    assert "60 bars, 57 final" in by_name["06"]
+    assert "1 alert(s) on final bars: {'volume_z': 1}" in by_name["06"]
+    assert "1 new alert(s) written" in by_name["06"]
+    assert f"alerts table: 1 rows; topic {topic}.alerts: 1 messages" in by_name["06"]
+    assert end_offsets(kafka.bootstrap, f"{topic}.alerts") == {0: 1}
+    alerts = DeltaTable(str(data / "gold" / "alerts")).to_pandas()
+    assert alerts.alert_id.tolist() == ["BTC/USD|1m|2019-07-01T00:48:00Z|volume_z"]
