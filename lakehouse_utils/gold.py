@@ -30,8 +30,7 @@ from .streaming import (
     ensure_table,
     idempotent_append,
     idempotent_dml,
-    query_id_of,
-    trigger_kwargs,
+    start_delta_foreach_batch,
 )
 
 QUERY_NAME = "gold"
@@ -233,24 +232,10 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
     """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     ensure_tables(spark, settings, checkpoint)
-    app_id: dict[str, str | None] = {"id": None}
-    stats = LayerStats()
-
-    def run(batch: DataFrame, batch_id: int) -> None:
-        if app_id["id"] is None:
-            app_id["id"] = "gold-" + query_id_of(checkpoint)
-        process_batch(batch, batch_id, settings, app_id["id"], checkpoint, stats)
-
-    query = (
-        spark.readStream.format("delta").load(str(settings.silver))
-        .writeStream.queryName(QUERY_NAME)
-        .foreachBatch(run)
-        .option("checkpointLocation", str(checkpoint))
-        .trigger(**trigger_kwargs(trigger or settings.trigger))
-        .start()
+    return start_delta_foreach_batch(
+        spark, settings.silver, QUERY_NAME, checkpoint, trigger or settings.trigger,
+        lambda batch, batch_id, app_id, stats: process_batch(batch, batch_id, settings, app_id, checkpoint, stats),
     )
-    query.layer_stats = stats
-    return query
 
 
 def latest_bars(spark: SparkSession, settings: Settings, timeframe: str = "1m", n: int = 10) -> DataFrame:

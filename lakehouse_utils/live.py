@@ -27,55 +27,12 @@ import pandas as pd
 
 from . import analytics, charts
 from .config import Settings
+from .ui import Loop, Panel, pre
 
 log = logging.getLogger(__name__)
 
 
-def _pre(text: str, color: str | None = None) -> str:
-    style = "margin:0;font-family:monospace;white-space:pre-wrap"
-    if color:
-        style += f";color:{color}"
-    return f'<pre style="{style}">{html.escape(text)}</pre>'
-
-
-class _Loop:
-    """Call ``tick()`` every ``every()`` seconds on a daemon thread until stop() (the widgets._Refresher
-    pattern, with an interval read on each turn so a new refresh value applies at once)."""
-
-    def __init__(self, tick: Callable[[], None], every: Callable[[], float], name: str) -> None:
-        self._tick, self._every = tick, every
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(max(0.05, self._every()))
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._tick()
-            except Exception:  # a refresh must never kill the kernel; log and go on
-                log.exception("live refresh failed")
-
-    def poke(self) -> None:
-        """Run the next tick now (e.g. after the interval changed)."""
-        self._wake.set()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-
-class LiveCandles:
+class LiveCandles(Panel):
     """A live candlestick chart of one symbol's Gold bars with alert markers.
 
     ``refresh_once()`` does one refresh (returns the number of bars shown); the background thread calls it
@@ -104,7 +61,7 @@ class LiveCandles:
         self.publish_error: str | None = None
         self._published: set[str] = set()
         self._lock = threading.RLock()
-        self._loop: _Loop | None = None
+        self._loop: Loop | None = None
         self._closed = False
 
         names = self._symbols(timeframe)
@@ -126,7 +83,7 @@ class LiveCandles:
                                       layout={"width": "150px"})
         self.move_w = W.BoundedFloatText(value=move_pct, min=0.01, max=100, step=0.1, description="move % ≥",
                                          layout={"width": "170px"})
-        self.status_w = W.HTML(_pre("not refreshed yet"))
+        self.status_w = W.HTML(pre("not refreshed yet"))
         self.alerts_w = W.HTML(alerts_html(self.alerts))  # not in .widget: the dashboard shows it apart
         for w in (self.symbol_w, self.timeframe_w, self.window_w, self.z_w, self.move_w):
             w.observe(self._on_change, names="value")
@@ -194,13 +151,13 @@ class LiveCandles:
                 self.last_error = None
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self.status_w.value = _pre(f"refresh failed: {self.last_error}", "crimson")
+                self.status_w.value = pre(f"refresh failed: {self.last_error}", "crimson")
                 raise
             finally:
                 self.last_refresh_seconds = time.perf_counter() - t0
                 self.last_refreshed_at = datetime.now(UTC)
             self.n_refreshes += 1
-            self.status_w.value = _pre(self.status_text())
+            self.status_w.value = pre(self.status_text())
             return len(bars)
 
     def _publish(self, alerts: pd.DataFrame) -> None:
@@ -246,7 +203,7 @@ class LiveCandles:
         if self._closed:
             raise RuntimeError("closed")
         if not self.running:
-            self._loop = _Loop(self._tick, lambda: self.refresh, "live-candles-refresh")
+            self._loop = Loop(self._tick, lambda: self.refresh, "live-candles-refresh")
 
     def pause(self) -> None:
         """Stop refreshing (the chart stays); returns once a refresh in progress has finished."""
@@ -269,7 +226,7 @@ class LiveCandles:
         """Stop the refresh thread and close the widgets."""
         self.stop()
         self._closed = True
-        self.status_w.value = _pre(self.status_text())
+        self.status_w.value = pre(self.status_text())
         for w in (self.widget, *self.widget.children, *self.widget.children[0].children,
                   *self.widget.children[1].children, self.alerts_w):
             w.close()
@@ -315,24 +272,14 @@ class LiveCandles:
 
     def _on_pause(self, change: Any) -> None:
         self.pause_w.description, self.pause_w.icon = ("Resume", "play") if change["new"] else ("Pause", "pause")
-        self.status_w.value = _pre(self.status_text())
+        self.status_w.value = pre(self.status_text())
 
-    def _safely(self, action: Callable[[], Any]) -> None:
-        try:
-            action()
-        except Exception as exc:
-            self.status_w.value = _pre(f"{type(exc).__name__}: {exc}", "crimson")
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
 
 def alerts_html(alerts: pd.DataFrame, n: int = 10) -> str:
     """The newest ``n`` alerts as a small HTML table (newest first)."""
     if alerts is None or alerts.empty:
-        return _pre("no alerts")
+        return pre("no alerts")
     cols = ["bar_start", "symbol", "timeframe", "kind", "value", "threshold", "close"]
     rows = alerts.sort_values("bar_start", ascending=False).head(n)
     body = "".join(
@@ -349,7 +296,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class AlertsPanel:
+class AlertsPanel(Panel):
     """Alert thresholds -> alerts of one symbol's final bars, on a chart; Publish writes them to the sink.
 
     ``detect()`` recomputes the signals and alerts with the values in the form (and redraws the markers);
@@ -400,30 +347,20 @@ class AlertsPanel:
                                                   timeframe=self.timeframe)
         charts.update_figure(self.figure, self.bars, self.alerts)
         kinds = self.alerts["kind"].value_counts().to_dict() if not self.alerts.empty else {}
-        self.status_w.value = _pre(f"{len(self.alerts)} alert(s) on final bars {kinds or ''}")
+        self.status_w.value = pre(f"{len(self.alerts)} alert(s) on final bars {kinds or ''}")
         self.table_w.value = alerts_html(self.alerts, self.n_show)
         return self.alerts
 
     def publish(self) -> int:
         n = analytics.write_alerts(self.alerts, self.settings)
         counts = analytics.alert_counts(self.settings)
-        self.status_w.value = _pre(f"{n} new alert(s) written; table {counts['table']} rows, "
+        self.status_w.value = pre(f"{n} new alert(s) written; table {counts['table']} rows, "
                                    f"topic {self.settings.alerts_topic} {counts['topic']} messages")
         return n
 
     def close(self) -> None:
         self.widget.close()
 
-    def _safely(self, action: Callable[[], Any]) -> None:
-        try:
-            action()
-        except Exception as exc:
-            self.status_w.value = _pre(f"{type(exc).__name__}: {exc}", "crimson")
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
 
 # -- pipeline status --------------------------------------------------------------------------------------
@@ -472,7 +409,7 @@ def topic_offsets(settings: Settings, timeout: float = 3.0) -> dict[str, int | N
     return {t: sum(end_offsets(settings.bootstrap, t, timeout).values()) if t in existing else None for t in topics}
 
 
-class PipelineStatus:
+class PipelineStatus(Panel):
     """Table counts, broker and topic offsets (with the rate since the previous look), refreshed."""
 
     def __init__(self, settings: Settings, refresh: float = 5.0, autostart: bool = True,
@@ -482,14 +419,14 @@ class PipelineStatus:
         self.broker_dir = Path(broker_dir) if broker_dir else settings.broker_dir
         self._prev: tuple[float, dict[str, int | None]] | None = None
         self.last: dict[str, Any] = {}
-        self.html_w = W.HTML(_pre("..."))
+        self.html_w = W.HTML(pre("..."))
         self.refresh_b = W.Button(description="Refresh", icon="refresh")
         self.refresh_b.on_click(lambda _: self.status_once())
         self.widget = W.VBox([self.refresh_b, self.html_w])
-        self._loop: _Loop | None = None
+        self._loop: Loop | None = None
         self.status_once()
         if autostart:
-            self._loop = _Loop(self.status_once, lambda: self.refresh, "pipeline-status-refresh")
+            self._loop = Loop(self.status_once, lambda: self.refresh, "pipeline-status-refresh")
 
     def status_once(self) -> dict[str, Any]:
         """Look once; returns {"broker", "tables", "topics", "rates"} and shows it."""
@@ -538,11 +475,6 @@ class PipelineStatus:
             self._loop.stop()
             self._loop = None
         self.widget.close()
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
 
 def _rate(r: float | None) -> str:

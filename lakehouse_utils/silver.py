@@ -19,7 +19,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from .bronze import ensure_bronze
 from .config import Settings
-from .streaming import LayerStats, ensure_table, idempotent_append, query_id_of, table_exists, trigger_kwargs
+from .streaming import LayerStats, ensure_table, idempotent_append, start_delta_foreach_batch, table_exists
 
 QUERY_NAME = "silver"
 CHECKPOINT = "bronze_to_silver_trades"
@@ -172,24 +172,10 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
     """Bronze (Delta stream) -> ``settings.silver`` + ``settings.quarantine``."""
     ensure_tables(spark, settings)
     checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
-    app_id = {"id": None}
-    stats = LayerStats()
-
-    def run(batch: DataFrame, batch_id: int) -> None:
-        if app_id["id"] is None:  # the checkpoint's query id: stable across restarts, new after a reset
-            app_id["id"] = "silver-" + query_id_of(checkpoint)
-        process_batch(batch, batch_id, settings, app_id["id"], stats)
-
-    query = (
-        spark.readStream.format("delta").load(str(settings.bronze))
-        .writeStream.queryName(QUERY_NAME)
-        .foreachBatch(run)
-        .option("checkpointLocation", str(checkpoint))
-        .trigger(**trigger_kwargs(trigger or settings.trigger))
-        .start()
+    return start_delta_foreach_batch(
+        spark, settings.bronze, QUERY_NAME, checkpoint, trigger or settings.trigger,
+        lambda batch, batch_id, app_id, stats: process_batch(batch, batch_id, settings, app_id, stats),
     )
-    query.layer_stats = stats
-    return query
 
 
 def latest_trades(spark: SparkSession, settings: Settings, n: int = 10) -> DataFrame:

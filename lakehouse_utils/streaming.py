@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,23 @@ def ensure_table(spark: SparkSession, path: str | Path, schema: StructType, part
             raise
 
 
+def repair_checkpoint(checkpoint: str | Path) -> list[Path]:
+    """Delete temp files a crash left in a checkpoint's logs; returns what was removed.
+
+    Spark writes each offsets/commits entry to a hidden ``.N.<uuid>.tmp`` file and renames it, so such a
+    file is never a committed entry.  After a ``kill -9`` at that moment, Spark 4.2 refuses to start the
+    query (STATE_STORE_CHECKPOINT_LOCATION_NOT_EMPTY) although nothing was committed.
+    """
+    removed = []
+    for sub in ("offsets", "commits"):
+        for f in (Path(checkpoint) / sub).glob(".*.tmp*"):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    if removed:
+        print(f"[checkpoint] removed {len(removed)} temp file(s) left by a crash in {checkpoint}", file=sys.stderr)
+    return removed
+
+
 def query_id_of(checkpoint: str | Path) -> str:
     """The streaming query id stored in a checkpoint (stable across restarts of that checkpoint)."""
     try:
@@ -67,6 +86,38 @@ def idempotent_dml(spark: SparkSession, app_id: str, batch_id: int):
     finally:
         spark.conf.unset("spark.databricks.delta.write.txnAppId")
         spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+
+BatchFn = Callable[[DataFrame, int, str, "LayerStats"], None]
+
+
+def start_delta_foreach_batch(spark: SparkSession, source: str | Path, name: str, checkpoint: str | Path,
+                              trigger: str, process: BatchFn) -> StreamingQuery:
+    """Stream a Delta table through ``process(batch, batch_id, app_id, stats)``.
+
+    ``app_id`` is "<name>-<the checkpoint's query id>": stable across restarts of that checkpoint (so Delta's
+    idempotent writes recognize a replayed batch), new after a reset.  ``stats`` ends up on
+    ``query.layer_stats`` for the progress line.
+    """
+    repair_checkpoint(checkpoint)
+    app_id: list[str] = []
+    stats = LayerStats()
+
+    def run(batch: DataFrame, batch_id: int) -> None:
+        if not app_id:
+            app_id.append(f"{name}-{query_id_of(checkpoint)}")
+        process(batch, batch_id, app_id[0], stats)
+
+    query = (
+        spark.readStream.format("delta").load(str(source))
+        .writeStream.queryName(name)
+        .foreachBatch(run)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(**trigger_kwargs(trigger))
+        .start()
+    )
+    query.layer_stats = stats
+    return query
 
 
 @dataclass(frozen=True)

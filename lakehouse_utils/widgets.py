@@ -22,15 +22,9 @@ import ipywidgets as W
 from .config import Settings
 from .producer import SOURCE_KINDS, ProducerThread, TradeProducer, make_source, parse_speed
 from .streaming import progress_of
+from .ui import Loop, Panel, pre
 
 log = logging.getLogger(__name__)
-
-
-def _pre(text: str, color: str | None = None) -> str:
-    style = "margin:0;font-family:monospace;white-space:pre-wrap"
-    if color:
-        style += f";color:{color}"
-    return f'<pre style="{style}">{html.escape(text)}</pre>'
 
 
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
@@ -52,44 +46,7 @@ def summarize_error(text: str, limit: int = 500) -> str:
     return summary[:limit]
 
 
-class _Refresher:
-    """Call ``tick()`` every ``every`` s on a daemon thread until ``tick`` returns False or stop()."""
-
-    def __init__(self, tick: Callable[[], bool], every: float, name: str) -> None:
-        self._tick = tick
-        self._every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                if not self._tick():
-                    return
-            except Exception:  # a refresh must never kill the kernel; log and go on
-                log.exception("panel refresh failed")
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(5)
-
-
-class _Panel:
-    widget: W.VBox
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
-
-class ProducerPanel(_Panel):
+class ProducerPanel(Panel):
     """Start / Stop trade ingestion into ``settings.topic`` and watch it."""
 
     def __init__(
@@ -111,7 +68,7 @@ class ProducerPanel(_Panel):
         self.file, self.url, self.record = file, url, record
         self.refresh = refresh
         self.thread: ProducerThread | None = None
-        self._refresher: _Refresher | None = None
+        self._refresher: Loop | None = None
         self._lock = threading.Lock()
 
         self.source_w = W.Dropdown(options=list(SOURCE_KINDS), value=default_source, description="source")
@@ -119,7 +76,7 @@ class ProducerPanel(_Panel):
         self.speed_w = W.Text(value=str(speed), description="speed", placeholder="max or a factor")
         self.start_b = W.Button(description="Start", button_style="success", icon="play")
         self.stop_b = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
-        self.status_w = W.HTML(_pre("idle"))
+        self.status_w = W.HTML(pre("idle"))
         self.n_peek_w = W.BoundedIntText(value=n_peek, min=1, max=1000, description="last n", layout={"width": "180px"})
         self.peek_b = W.Button(description="Peek", icon="eye")
         self.dlq_b = W.Button(description="Peek DLQ", icon="eye")
@@ -184,7 +141,7 @@ class ProducerPanel(_Panel):
             lines = [m.to_line() for m in last_messages(self.settings.bootstrap, topic, n)]
         except ValueError as exc:  # topic not created yet
             lines = [str(exc)]
-        self.peek_w.value = _pre("\n".join(lines) or f"{topic}: no messages yet")
+        self.peek_w.value = pre("\n".join(lines) or f"{topic}: no messages yet")
         return lines
 
     def close(self) -> None:
@@ -193,12 +150,6 @@ class ProducerPanel(_Panel):
         self.widget.close()
 
     # ---- internals --------------------------------------------------------------------------
-
-    def _safely(self, action: Callable[[], Any]) -> None:
-        try:
-            action()
-        except Exception as exc:  # show it in the panel instead of losing it in the log
-            self.status_w.value = _pre(f"{type(exc).__name__}: {exc}", "crimson")
 
     def _set_running(self, running: bool) -> None:
         self.start_b.disabled = running
@@ -209,7 +160,7 @@ class ProducerPanel(_Panel):
         status = None if self.thread is None else self.thread.status()
         text = "idle" if status is None else status.line()
         color = "crimson" if status is not None and not status.ok else None
-        self.status_w.value = _pre(text, color)
+        self.status_w.value = pre(text, color)
         return status is not None and status.state in ("running", "stopping")
 
     def _tick(self) -> bool:
@@ -220,7 +171,7 @@ class ProducerPanel(_Panel):
 
     def _start_refresher(self) -> None:
         self._stop_refresher()
-        self._refresher = _Refresher(self._tick, self.refresh, "producer-panel-refresh")
+        self._refresher = Loop(self._tick, self.refresh, "producer-panel-refresh")
 
     def _stop_refresher(self) -> None:
         if self._refresher is not None:
@@ -228,7 +179,7 @@ class ProducerPanel(_Panel):
             self._refresher = None
 
 
-class QueryPanel(_Panel):
+class QueryPanel(Panel):
     """Start / Stop one Spark streaming query; ``start(trigger)`` must return the StreamingQuery."""
 
     def __init__(
@@ -242,14 +193,14 @@ class QueryPanel(_Panel):
         self._start_query = start
         self.refresh = refresh
         self.query: Any = None  # pyspark.sql.streaming.StreamingQuery
-        self._refresher: _Refresher | None = None
+        self._refresher: Loop | None = None
         self._lock = threading.Lock()
         self.title_w = W.HTML(f"<b>{html.escape(name)}</b>")
         self.trigger_w = W.Text(value=default_trigger, description="trigger",
                                 placeholder="'2 seconds' | available-now | once")
         self.start_b = W.Button(description="Start", button_style="success", icon="play")
         self.stop_b = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
-        self.status_w = W.HTML(_pre(f"{name}: not started"))
+        self.status_w = W.HTML(pre(f"{name}: not started"))
         self.error_w = W.HTML("")
         self.start_b.on_click(lambda _: self._safely(self.start))
         self.stop_b.on_click(lambda _: self._safely(self.stop))
@@ -265,7 +216,7 @@ class QueryPanel(_Panel):
             self.query = self._start_query(self.trigger_w.value.strip())
             self._set_running(True)
             self._stop_refresher()
-            self._refresher = _Refresher(self._tick, self.refresh, f"query-panel-{self.name}")
+            self._refresher = Loop(self._tick, self.refresh, f"query-panel-{self.name}")
             return self.query
 
     def stop(self) -> str:
@@ -301,12 +252,9 @@ class QueryPanel(_Panel):
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _safely(self, action: Callable[[], Any]) -> None:
-        try:
-            action()
-        except Exception as exc:
-            self.error_w.value = _pre(f"{type(exc).__name__}: {exc}", "crimson")
-            self._set_running(self.query is not None and self.query.isActive)
+    def _show_error(self, exc: Exception) -> None:
+        self.error_w.value = pre(f"{type(exc).__name__}: {exc}", "crimson")
+        self._set_running(self.query is not None and self.query.isActive)
 
     def _set_running(self, running: bool) -> None:
         self.start_b.disabled = running
@@ -314,11 +262,11 @@ class QueryPanel(_Panel):
         self.trigger_w.disabled = running
 
     def _update(self) -> bool:
-        self.status_w.value = _pre(progress_of(self.query, self.name).line())
+        self.status_w.value = pre(progress_of(self.query, self.name).line())
         details = self.error_details()
         if details:
-            self.error_w.value = (_pre(f"query failed: {summarize_error(details)}", "crimson")
-                                  + f"<details><summary>details</summary>{_pre(details[:20_000])}</details>")
+            self.error_w.value = (pre(f"query failed: {summarize_error(details)}", "crimson")
+                                  + f"<details><summary>details</summary>{pre(details[:20_000])}</details>")
         return self.query is not None and self.query.isActive
 
     def _tick(self) -> bool:

@@ -175,3 +175,22 @@ def test_gold_merge_late_trades_finality_and_replay(spark, tmp_path: Path) -> No
     assert [(r.trade_id, r.watermark) for r in late] == [("5", t + timedelta(minutes=3, seconds=30))]
     hour = read_bars(spark, settings, "1h")[t]
     assert hour.trades == 5 and hour.high == 121.0 and hour.open == 90.0 and hour.close == 121.0
+
+
+def test_a_crash_mid_offset_write_does_not_block_the_restart(spark, tmp_path: Path) -> None:
+    """kill -9 while Spark renames offsets/0 leaves an empty temp file; the next start must still work."""
+    settings = Settings(data_dir=tmp_path)
+    silver.ensure_tables(spark, settings)
+    chk = settings.checkpoint(silver.CHECKPOINT)
+    (chk / "offsets").mkdir(parents=True)
+    (chk / "offsets" / ".0.0b5e-crash.tmp").write_text("")
+    (chk / "offsets" / "..0.0b5e-crash.tmp.crc").write_text("")
+    spark.createDataFrame([(trade_json("1", 10.0, 1.0, T0),)], "value_raw string").selectExpr(
+        "value_raw", "'BTC/USD' AS key", "'t' AS topic", "0 AS partition", "0L AS offset",
+        "TIMESTAMP'2019-07-01 00:00:00' AS ts_kafka", "array() AS headers", "DATE'2019-07-01' AS ingest_date",
+    ).selectExpr(*[f"CAST({f.name} AS {f.dataType.simpleString()}) AS {f.name}" for f in BRONZE_SCHEMA]) \
+        .write.format("delta").mode("append").save(str(settings.bronze))
+    query = silver.start_silver(spark, settings, trigger="available-now")
+    query.awaitTermination(120)
+    assert query.exception() is None
+    assert [r.trade_id for r in spark.read.format("delta").load(str(settings.silver)).collect()] == ["1"]
