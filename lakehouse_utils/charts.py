@@ -204,7 +204,7 @@ def candles_figure(bars: pd.DataFrame | None = None, alerts: pd.DataFrame | None
     fig.update_layout(
         title=title, height=height, template="plotly_white", hovermode="x unified", bargap=0.1,
         legend={"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
-        margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 40},
+        margin={"l": 60, "r": 20, "t": 80 if title else 40, "b": 40},
         uirevision="keep",  # keep the user's zoom / pan across data updates
     )
     fig.update_xaxes(rangeslider_visible=False)
