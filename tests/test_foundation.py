@@ -133,3 +133,20 @@ def test_settings_env_and_flags(tmp_path: Path) -> None:
     assert s.checkpoint("bronze") == tmp_path / "checkpoints" / "bronze"
     assert s.dlq_topic == "x.trades.dlq"
     assert Settings.from_env(env, data_dir="/elsewhere").gold == Path("/elsewhere/gold")
+
+
+def test_broker_cli_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lakehouse_utils.cli import main
+
+    port, data = str(free_port_pair()), str(tmp_path / "kafka")
+    try:
+        assert main(["broker", "start", "--port", port, "--data-dir", data]) == 0
+        assert "started broker 127.0.0.1:" + port in capsys.readouterr().out
+        assert main(["broker", "start", "--port", port, "--data-dir", data]) == 0
+        assert "reusing broker" in capsys.readouterr().out
+        assert main(["broker", "status", "--port", port, "--data-dir", data]) == 0
+        assert "running (pid" in capsys.readouterr().out
+    finally:
+        assert main(["broker", "stop", "--port", port, "--data-dir", data]) == 0
+    assert main(["broker", "status", "--port", port, "--data-dir", data]) == 3  # stopped
+    assert "stopped" in capsys.readouterr().out
