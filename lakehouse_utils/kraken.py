@@ -28,7 +28,14 @@ from typing import IO, Any
 
 import websocket
 
-from lakehouse_utils.trades import Rejected, Trade, TradeError, normalize_symbol, parse_kraken_v2_trade
+from lakehouse_utils.trades import (
+    Rejected,
+    Trade,
+    TradeError,
+    normalize_symbol,
+    parse_kraken_v2_trade,
+    source_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +90,7 @@ class KrakenV2Source:
         self.record = Path(record) if record is not None else None
         self.max_reconnects = max_reconnects
         self.end_on_close = end_on_close
-        self.stats: dict[str, Any] = {
-            "frames": 0,
-            "trades": 0,
-            "rejected": 0,
-            "reconnects": 0,
-            "snapshot_repeats": 0,
-            "heartbeats": 0,
-            "subscribe_errors": 0,
-            "pongs": 0,
-            "last_trade": None,
-            "connected": False,
-        }
+        self.stats: dict[str, Any] = source_stats(subscribe_errors=0, pongs=0)
         self._highest_id: dict[str, int] = {}
         self._req_id = 0
         self._recorder: IO[str] | None = None

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lakehouse_utils.trades import Rejected, Trade, normalize_symbol
+from lakehouse_utils.trades import Rejected, Trade, normalize_symbol, source_stats
 
 EXCHANGE = "synthetic"
 SIMULATED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
@@ -60,16 +60,7 @@ class SyntheticSource:
         self.n_trades = n_trades
         given = {normalize_symbol(k): v for k, v in (start_prices or {}).items()}
         self._start_prices = {p: given.get(p, self._default_price(p)) for p in self.pairs}
-        self.stats: dict[str, Any] = {
-            "frames": 0,
-            "trades": 0,
-            "rejected": 0,
-            "reconnects": 0,
-            "snapshot_repeats": 0,
-            "heartbeats": 0,
-            "last_trade": None,
-            "connected": False,
-        }
+        self.stats: dict[str, Any] = source_stats()
 
     @staticmethod
     def _default_price(pair: str) -> float:

@@ -147,6 +147,12 @@ class TradeSource(Protocol):
     def stream(self, stop: Any) -> Iterator[Trade | Rejected]: ...
 
 
+def source_stats(**extra: Any) -> dict[str, Any]:
+    """The counters every source keeps (the producer's status reads them), plus source-specific ones."""
+    return {"frames": 0, "trades": 0, "rejected": 0, "reconnects": 0, "snapshot_repeats": 0, "heartbeats": 0,
+            "last_trade": None, "connected": False, **extra}
+
+
 def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
