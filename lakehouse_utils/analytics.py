@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .broker import reachable as broker_reachable
 from .config import Settings
 
 KINDS = ("return_z", "volume_z", "move_pct")
@@ -160,7 +161,7 @@ def detect_alerts(bars_with_signals: pd.DataFrame, z_threshold: float = 3.0, mov
 
 # -- the sink: Delta table <gold>/alerts + the alerts topic ---------------------------------------------
 def alerts_path(settings: Settings) -> Path:
-    return settings.gold / "alerts"
+    return settings.alerts_table
 
 
 def _arrow_schema():
@@ -270,24 +271,12 @@ def write_alerts(alerts: pd.DataFrame, settings: Settings, publish: bool = True,
         return len(frame)
 
 
-def reachable(bootstrap: str, timeout: float = 0.5) -> bool:
-    """Does the first bootstrap server accept a TCP connection? (no client log spam when it is down)"""
-    import socket
-
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 def alert_counts(settings: Settings) -> dict[str, int]:
     """Rows in the alerts table and messages on the alerts topic (-1: broker unreachable or no topic)."""
     from .broker import end_offsets
 
     table = len(read_alerts(settings))
-    if not reachable(settings.bootstrap):
+    if not broker_reachable(settings.bootstrap):
         return {"table": table, "topic": -1}
     try:
         topic = sum(end_offsets(settings.bootstrap, settings.alerts_topic, timeout=5).values())

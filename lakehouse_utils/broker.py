@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from . import jars
+from .config import Settings
 
 DEFAULT_PORT = 19092
 
@@ -62,6 +64,11 @@ class LocalKafka:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.heap = heap
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> LocalKafka:
+        """The embedded broker under ``settings.broker_dir`` on the port of ``settings.bootstrap``."""
+        return cls(settings.broker_dir, settings.broker_port)
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -235,12 +242,18 @@ class LocalKafka:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J)
 
 
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    import socket
+def reachable(bootstrap: str, timeout: float = 0.5) -> bool:
+    """Does the first bootstrap server accept a TCP connection? (no client log spam when it is down)"""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
+
+def _port_open(port: int) -> bool:
+    return reachable(f"127.0.0.1:{port}")
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:

@@ -8,7 +8,7 @@ scatter trace of markers.  ``update_figure`` refills the same traces in place in
 ``write_html`` / ``report_candles`` write a self-contained HTML file (plotly.js embedded, works offline).
 
 This module imports neither Spark nor ``lakehouse_utils.gold`` so that a dashboard kernel stays light; the
-column names and timeframes below are checked against ``gold`` by the tests.
+column names below are checked against ``gold`` by the tests (the timeframes come from ``config``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .config import Settings
+from .config import TIMEFRAMES, Settings, table_exists
 
 log = logging.getLogger(__name__)
 
-TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}  # == gold.TIMEFRAMES
 BAR_COLUMNS = ["symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap", "trades",
                "buy_volume", "sell_volume", "is_final", "updated_at"]  # == gold.BAR_COLUMNS
 _TIME_COLUMNS = ("bar_start", "bar_end", "updated_at")
@@ -47,13 +46,7 @@ def gold_dir(settings_or_gold_dir: Settings | str | Path) -> Path:
 
 
 def table_path(settings_or_gold_dir: Settings | str | Path, timeframe: str) -> Path:
-    if timeframe not in TIMEFRAMES:
-        raise ValueError(f"timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}")
-    return gold_dir(settings_or_gold_dir) / f"bars_{timeframe}"
-
-
-def is_table(path: str | Path) -> bool:
-    return (Path(path) / "_delta_log").is_dir()
+    return Settings(gold_path=gold_dir(settings_or_gold_dir)).bars_table(timeframe)
 
 
 def empty_bars() -> pd.DataFrame:
@@ -87,7 +80,7 @@ def read_bars(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m"
     table gives an empty frame with the Gold columns.
     """
     path = table_path(settings_or_gold_dir, timeframe)
-    if not is_table(path):
+    if not table_exists(path):
         return empty_bars()
     from deltalake import DeltaTable
 
@@ -113,7 +106,7 @@ def read_bars(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m"
 def symbols(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m") -> list[str]:
     """The symbols present in a Gold table (from its partition values: no data file is read)."""
     path = table_path(settings_or_gold_dir, timeframe)
-    if not is_table(path):
+    if not table_exists(path):
         return []
     from deltalake import DeltaTable
 

@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "LAKEHOUSE_"
+# Gold timeframes: name -> seconds (one table per timeframe: <gold>/bars_<name>)
+TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}
+
+
+def table_exists(path: str | Path) -> bool:
+    """Is there a Delta table at ``path`` (a ``_delta_log`` folder)?"""
+    return (Path(path) / "_delta_log").is_dir()
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,23 @@ class Settings:
     def gold(self) -> Path:
         """Folder holding the Gold tables (``bars_1m``, ``bars_5m``, ``bars_1h``, ``alerts``)."""
         return self.gold_path or self.data_dir / "gold"
+
+    def bars_table(self, timeframe: str) -> Path:
+        if timeframe not in TIMEFRAMES:
+            raise ValueError(f"timeframe {timeframe!r}: expected one of {', '.join(TIMEFRAMES)}")
+        return self.gold / f"bars_{timeframe}"
+
+    @property
+    def late_trades(self) -> Path:
+        return self.gold / "late_trades"
+
+    @property
+    def alerts_table(self) -> Path:
+        return self.gold / "alerts"
+
+    @property
+    def broker_port(self) -> int:
+        return int(self.bootstrap.rsplit(":", 1)[1])
 
     @property
     def checkpoints(self) -> Path:

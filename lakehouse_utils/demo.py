@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .broker import LocalKafka, end_offsets
-from .config import Settings
+from .config import TIMEFRAMES, Settings, table_exists
 from .progress import ProgressLine
 from .streaming import progress_of
 
@@ -48,16 +48,13 @@ def table_counts(spark, settings: Settings) -> LayerCounts:
     """Row counts of every table (Gold: bars and the trades they hold, per timeframe)."""
     from pyspark.sql import functions as F
 
-    from .gold import TIMEFRAMES, bars_path, late_path
-    from .streaming import table_exists
-
     def count(path: Path) -> int:
         return spark.read.format("delta").load(str(path)).count() if table_exists(path) else 0
 
     counts = LayerCounts(count(settings.bronze), count(settings.silver), count(settings.quarantine),
-                         count(late_path(settings)))
+                         count(settings.late_trades))
     for tf in TIMEFRAMES:
-        path = bars_path(settings, tf)
+        path = settings.bars_table(tf)
         if table_exists(path):
             row = spark.read.format("delta").load(str(path)).agg(F.count("*"), F.sum("trades")).first()
             counts.bars[tf], counts.gold_trades[tf] = int(row[0]), int(row[1] or 0)
@@ -87,8 +84,7 @@ def run_demo(
     progress = progress or ProgressLine()
     kafka = None
     if start_broker:
-        port = broker_port or int(settings.bootstrap.rsplit(":", 1)[1])
-        kafka = LocalKafka(settings.broker_dir, port)
+        kafka = LocalKafka(settings.broker_dir, broker_port or settings.broker_port)
         owned = not kafka.is_running()
         kafka.start()
         settings = settings.with_(bootstrap=kafka.bootstrap)
@@ -165,9 +161,7 @@ def _table_version(path: Path) -> int:
 def _wait_caught_up(spark, settings: Settings, queries: dict, producer, progress: ProgressLine,
                     interval: float, timeout: float = 600.0) -> None:
     """Block until every layer reflects everything the source produced (see the module doc)."""
-    from .gold import bars_path
-
-    tables = [settings.bronze, settings.silver, settings.quarantine, bars_path(settings, "1m")]
+    tables = [settings.bronze, settings.silver, settings.quarantine, settings.bars_table("1m")]
     quiet_for = 2 * interval + 2.0
     deadline = time.monotonic() + timeout
     last_versions, quiet_since = None, time.monotonic()

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
-from .config import Settings
+from .config import TIMEFRAMES, Settings
 from .silver import SILVER_SCHEMA
 from .silver import ensure_tables as ensure_silver
 from .streaming import (
@@ -35,7 +35,6 @@ from .streaming import (
 
 QUERY_NAME = "gold"
 CHECKPOINT = "silver_to_gold_bars"
-TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}
 
 BAR_COLUMNS = ["symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap", "trades",
                "buy_volume", "sell_volume", "is_final", "updated_at"]
@@ -71,11 +70,11 @@ STATE_SCHEMA = T.StructType([
 
 
 def bars_path(settings: Settings, timeframe: str) -> Path:
-    return settings.gold / f"bars_{timeframe}"
+    return settings.bars_table(timeframe)
 
 
 def late_path(settings: Settings) -> Path:
-    return settings.gold / "late_trades"
+    return settings.late_trades
 
 
 def state_path(checkpoint: Path) -> Path:

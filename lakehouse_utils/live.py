@@ -26,7 +26,8 @@ import ipywidgets as W
 import pandas as pd
 
 from . import analytics, charts
-from .config import Settings
+from .broker import reachable
+from .config import Settings, table_exists
 from .ui import Loop, Panel, pre
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class LiveCandles(Panel):
         if todo.empty:
             return
         try:
-            if not analytics.reachable(self.settings.bootstrap):
+            if not reachable(self.settings.bootstrap):
                 raise ConnectionError(f"broker {self.settings.bootstrap} unreachable")
             self.n_published += analytics.write_alerts(todo, self.settings)
             self._published.update(todo["alert_id"])
@@ -366,7 +367,7 @@ class AlertsPanel(Panel):
 # -- pipeline status --------------------------------------------------------------------------------------
 def delta_count(path: str | Path) -> int | None:
     """Rows of a Delta table from its log (no data file read); None if there is no table."""
-    if not charts.is_table(path):
+    if not table_exists(path):
         return None
     from deltalake import DeltaTable
 
@@ -381,7 +382,7 @@ def table_counts(settings: Settings) -> dict[str, int | None]:
     """Row counts of every table, read with deltalake (None = not created yet)."""
     paths = {"bronze": settings.bronze, "silver": settings.silver, "quarantine": settings.quarantine,
              **{f"gold {tf}": charts.table_path(settings, tf) for tf in charts.TIMEFRAMES},
-             "late trades": settings.gold / "late_trades", "alerts": analytics.alerts_path(settings)}
+             "late trades": settings.late_trades, "alerts": settings.alerts_table}
     out: dict[str, int | None] = {}
     for name, path in paths.items():
         try:
@@ -399,7 +400,7 @@ def topic_offsets(settings: Settings, timeout: float = 3.0) -> dict[str, int | N
     from .broker import end_offsets
 
     topics = [settings.topic, settings.dlq_topic, settings.alerts_topic]
-    if not analytics.reachable(settings.bootstrap):
+    if not reachable(settings.bootstrap):
         return dict.fromkeys(topics)
     try:
         existing = AdminClient({"bootstrap.servers": settings.bootstrap, "log_level": 0}
@@ -433,7 +434,7 @@ class PipelineStatus(Panel):
         from .broker import LocalKafka
 
         try:
-            local = LocalKafka(self.broker_dir, port=int(self.settings.bootstrap.rsplit(":", 1)[1]))
+            local = LocalKafka(self.broker_dir, port=self.settings.broker_port)
             embedded = local.pid()
         except Exception:
             embedded = None

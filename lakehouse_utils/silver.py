@@ -18,8 +18,8 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from .bronze import ensure_bronze
-from .config import Settings
-from .streaming import LayerStats, ensure_table, idempotent_append, start_delta_foreach_batch, table_exists
+from .config import Settings, table_exists
+from .streaming import LayerStats, ensure_table, idempotent_append, start_delta_foreach_batch
 
 QUERY_NAME = "silver"
 CHECKPOINT = "bronze_to_silver_trades"

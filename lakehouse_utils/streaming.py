@@ -15,6 +15,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
+from .config import table_exists
+
 AVAILABLE_NOW = "available-now"
 
 
@@ -26,10 +28,6 @@ def trigger_kwargs(trigger: str) -> dict[str, Any]:
     if t == "once":
         return {"once": True}
     return {"processingTime": trigger}
-
-
-def table_exists(path: str | Path) -> bool:
-    return (Path(path) / "_delta_log").is_dir()
 
 
 def ensure_table(spark: SparkSession, path: str | Path, schema: StructType, partition_by: list[str]) -> None:
