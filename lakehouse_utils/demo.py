@@ -21,7 +21,7 @@ from typing import Any
 from .broker import LocalKafka, end_offsets
 from .config import TIMEFRAMES, Settings, table_exists
 from .progress import ProgressLine
-from .streaming import progress_of
+from .streaming import parse_delay, progress_of
 
 
 @dataclass
@@ -103,9 +103,7 @@ def run_demo(
             "gold": gold.start_gold(spark, settings, trigger=trigger),
         }
         src, cleanup = make_source(source, pairs or ["BTC/USD"], file=file, speed=speed)
-        sink = TradeProducer(settings.bootstrap, settings.topic, settings.dlq_topic,
-                             partitions=settings.partitions, retention_ms=settings.retention_ms)
-        producer = ProducerThread(src, sink, name=source, cleanup=cleanup)
+        producer = ProducerThread(src, TradeProducer.from_settings(settings), name=source, cleanup=cleanup)
         producer.start()
         deadline = None if duration is None else t0 + duration
         while True:
@@ -145,8 +143,6 @@ def run_demo(
 
 
 def _interval_seconds(trigger: str) -> float:
-    from .gold import parse_delay
-
     try:
         return parse_delay(trigger).total_seconds()
     except ValueError:

@@ -12,8 +12,7 @@ nothing twice.  The watermark itself is kept per batch in a small Delta table ne
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -30,6 +29,7 @@ from .streaming import (
     ensure_table,
     idempotent_append,
     idempotent_dml,
+    parse_delay,
     start_delta_foreach_batch,
 )
 
@@ -80,20 +80,6 @@ def late_path(settings: Settings) -> Path:
 def state_path(checkpoint: Path) -> Path:
     """The per-batch watermark state lives with the checkpoint: a new checkpoint starts a new clock."""
     return Path(checkpoint) / "watermark_state"
-
-
-_UNITS = {"ms": 0.001, "millisecond": 0.001, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
-          "h": 3600, "hour": 3600}
-
-
-def parse_delay(text: str) -> timedelta:
-    """'2 minutes' | '90 seconds' | '1 hour' | '500 ms' -> timedelta."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*", text.lower())
-    unit = m.group(2) if m else ""
-    unit = unit if unit in _UNITS else unit.removesuffix("s")
-    if not m or unit not in _UNITS:
-        raise ValueError(f"delay {text!r}: expected e.g. '2 minutes' or '30 seconds'")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[unit])
 
 
 def _order_key(time_col: str, id_col: str, prefix: str = "") -> Column:

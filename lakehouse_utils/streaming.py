@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,20 @@ from pyspark.sql.types import StructType
 from .config import table_exists
 
 AVAILABLE_NOW = "available-now"
+
+
+_UNITS = {"ms": 0.001, "millisecond": 0.001, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
+          "h": 3600, "hour": 3600}
+
+
+def parse_delay(text: str) -> timedelta:
+    """'2 minutes' | '90 seconds' | '1 hour' | '500 ms' -> timedelta."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*", text.lower())
+    unit = m.group(2) if m else ""
+    unit = unit if unit in _UNITS else unit.removesuffix("s")
+    if not m or unit not in _UNITS:
+        raise ValueError(f"delay {text!r}: expected e.g. '2 minutes' or '30 seconds'")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[unit])
 
 
 def trigger_kwargs(trigger: str) -> dict[str, Any]:
