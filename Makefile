@@ -51,7 +51,7 @@ dashboard: setup
 
 # Speed and memory targets (not timed tests)
 bench: setup
-	$(PY) -m lakehouse_utils.bench --data-dir $(DATA)/bench
+	$(PY) -m lakehouse_utils.bench --data-dir $(DATA)/bench $(BENCH_ARGS)
 
 # Only the end-to-end tests (real hour through demo and notebooks)
 e2e: setup

@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils import analytics
-from lakehouse_utils.bench_charts import gold_frame
+from lakehouse_utils.bench.charts import gold_frame
 from lakehouse_utils.broker import LocalKafka, end_offsets
 from lakehouse_utils.config import Settings
 from lakehouse_utils.topics import last_messages
@@ -129,7 +129,7 @@ def test_alerts_on_the_hour_are_stable(hour) -> None:
 
 
 def test_live_chart_publishes_new_final_alerts_once(kafka: LocalKafka, tmp_path: Path) -> None:
-    from lakehouse_utils.bench_charts import synthetic_bars, write_gold_bars
+    from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
     from lakehouse_utils.charts import figure_alerts, table_path
     from lakehouse_utils.live import LiveCandles
 

@@ -9,7 +9,7 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils import charts
-from lakehouse_utils.bench_charts import synthetic_bars, write_gold_bars
+from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
 from lakehouse_utils.config import Settings
 from lakehouse_utils.live import LiveCandles, PipelineStatus, table_counts
 

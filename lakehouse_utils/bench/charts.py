@@ -1,4 +1,4 @@
-"""How long one live-chart refresh takes: ``python -m lakehouse_utils.bench_charts [--bars 500]``.
+"""How long one live-chart refresh takes: ``python -m lakehouse_utils.bench.charts [--bars 500]``.
 
 Builds a Gold-shaped ``bars_1m`` table of N synthetic bars with ``deltalake`` in a temp dir (written in
 ``--commits`` MERGE commits, like a streaming Gold, the last bars still forming), then times
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .charts import BAR_COLUMNS, TIMEFRAMES
+from ..charts import BAR_COLUMNS, TIMEFRAMES
 
 
 def synthetic_bars(n: int, symbol: str = "BTC/USD", start: str = "2026-01-01T00:00:00Z", timeframe: str = "1m",
@@ -75,9 +75,9 @@ def write_gold_bars(path: str | Path, bars: pd.DataFrame, timeframe: str = "1m")
 
 def bench(n_bars: int = 500, commits: int = 20, repeats: int = 10, window: int | None = None) -> dict[str, float]:
     """Median seconds of one refresh and of its parts for an ``n_bars`` table (all bars shown)."""
-    from . import analytics, charts
-    from .config import Settings
-    from .live import LiveCandles
+    from .. import analytics, charts
+    from ..config import Settings
+    from ..live import LiveCandles
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp) / "data")

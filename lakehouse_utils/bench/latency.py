@@ -1,0 +1,171 @@
+"""Trade -> Gold latency, measured from outside the pipeline.
+
+Two independent observers, neither inside the process under test:
+
+- **Kafka** says when each trade arrived: the bench topic uses ``message.timestamp.type=LogAppendTime``,
+  so every message carries the broker's append time.  :func:`kafka_arrivals` reads them back after the
+  run (one row per distinct trade, the first copy wins, as in Silver).
+- **A Gold reader** in its own process (:func:`poll_gold`, ``python -m lakehouse_utils.bench.poll``)
+  reads ``gold/bars_1m`` with ``deltalake`` every ``interval`` seconds, exactly as the live chart does, and
+  logs the wall time whenever a symbol's trade count changes.
+
+Per symbol, trades enter Gold in offset order (one partition per symbol key, Silver keeps offset order), so
+when a symbol's count goes from ``a`` to ``b`` at time ``t``, its trades ranked ``a+1 .. b`` became visible at
+``t``: :func:`latencies` gives each trade ``t - append_time``.  A trade never counted (late, quarantined,
+still in flight at the end) has no latency and is reported as ``unseen``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+
+
+def gold_trade_counts(gold_dir: str | Path) -> dict[str, int]:
+    """Trades per symbol in the 1-minute Gold bars, as a ``deltalake`` reader (the chart) sees them."""
+    from ..charts import read_bars
+
+    bars = read_bars(gold_dir, "1m")
+    if bars.empty:
+        return {}
+    return {str(k): int(v) for k, v in bars.groupby("symbol")["trades"].sum().items()}
+
+
+def poll_gold(gold_dir: str | Path, out: str | Path, interval: float = 0.2, stop_file: str | Path | None = None,
+              max_seconds: float = 3600.0) -> None:
+    """Append ``{"t": wall time, "counts": {...}}`` to ``out`` whenever Gold's counts change."""
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    last: dict[str, int] | None = None
+    deadline = time.monotonic() + max_seconds
+    with open(out, "a", buffering=1) as fh:
+        fh.write(json.dumps({"t": time.time(), "start": True}) + "\n")
+        while not stop[0] and time.monotonic() < deadline:
+            if stop_file is not None and Path(stop_file).exists():
+                break
+            t0 = time.monotonic()
+            try:
+                counts = gold_trade_counts(gold_dir)
+            except Exception as exc:  # a table being created, a file compacted away between list and read
+                fh.write(json.dumps({"t": time.time(), "error": str(exc)[:200]}) + "\n")
+                counts = last
+            seen = time.time()
+            if counts is not None and counts != last:
+                fh.write(json.dumps({"t": seen, "counts": counts, "read_s": time.monotonic() - t0}) + "\n")
+                last = counts
+            time.sleep(max(0.0, interval - (time.monotonic() - t0)))
+
+
+class GoldPoller:
+    """:func:`poll_gold` in a child process (so the reader competes for CPU like a second kernel would)."""
+
+    def __init__(self, gold_dir: str | Path, out: str | Path, interval: float = 0.2) -> None:
+        self.out = Path(out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lakehouse_utils.bench.poll", str(gold_dir), str(self.out), str(interval)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> list[dict]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.records()
+
+    def records(self) -> list[dict]:
+        if not self.out.exists():
+            return []
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+
+    def first_bar_time(self) -> float | None:
+        for r in self.records():
+            if r.get("counts") and sum(r["counts"].values()) > 0:
+                return float(r["t"])
+        return None
+
+
+def kafka_arrivals(bootstrap: str, topic: str, timeout: float = 10.0) -> pd.DataFrame:
+    """One row per distinct trade of ``topic``: symbol, trade_id, partition, offset, append time (s)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{os.getpid()}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    rows: list[tuple[str, str, int, int, float]] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        parts = sorted(meta.partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in parts}
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        todo = {p for p in parts if ends[p] > 0}
+        while todo:
+            for msg in consumer.consume(10_000, timeout):
+                if msg.error():
+                    todo.discard(msg.partition())
+                    continue
+                try:
+                    value = json.loads(msg.value())
+                    rows.append((str(value["symbol"]).upper(), str(value["trade_id"]), msg.partition(),
+                                 msg.offset(), msg.timestamp()[1] / 1000.0))
+                except (ValueError, KeyError, TypeError):
+                    pass  # junk: quarantined by Silver, never in Gold
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    todo.discard(msg.partition())
+    finally:
+        consumer.close()
+    df = pd.DataFrame(rows, columns=["symbol", "trade_id", "partition", "offset", "append_s"])
+    return df.sort_values(["partition", "offset"]).drop_duplicates(["symbol", "trade_id"]).reset_index(drop=True)
+
+
+@dataclass
+class LatencyResult:
+    seconds: np.ndarray  # one latency per trade seen in Gold, in offset order per symbol
+    trades: int
+    unseen: int
+
+    def pct(self, q: float) -> float | None:
+        return float(np.percentile(self.seconds, q)) if len(self.seconds) else None
+
+    def summary(self) -> dict[str, float | int | None]:
+        return {"p50_s": self.pct(50), "p95_s": self.pct(95), "p99_s": self.pct(99),
+                "max_s": float(self.seconds.max()) if len(self.seconds) else None,
+                "trades": self.trades, "seen": len(self.seconds), "unseen": self.unseen}
+
+
+def latencies(arrivals: pd.DataFrame, polls: list[dict], since: float | None = None) -> LatencyResult:
+    """Per-trade latency from Kafka's append time to the first Gold read counting it.
+
+    ``since`` (wall time) keeps only trades appended after it (to leave a warm-up out).
+    """
+    out: list[np.ndarray] = []
+    unseen = 0
+    changes = [r for r in polls if "counts" in r]
+    for symbol, trades in arrivals.groupby("symbol", sort=False):
+        appended = trades.sort_values(["partition", "offset"])["append_s"].to_numpy()
+        visible_at = np.full(len(appended), np.nan)
+        seen = 0
+        for r in changes:
+            n = min(int(r["counts"].get(symbol, 0)), len(appended))
+            if n > seen:
+                visible_at[seen:n] = r["t"]
+                seen = n
+        keep = appended >= since if since is not None else np.ones(len(appended), bool)
+        lat = (visible_at - appended)[keep]
+        unseen += int(np.isnan(lat).sum())
+        out.append(lat[~np.isnan(lat)])
+    seconds = np.concatenate(out) if out else np.array([])
+    return LatencyResult(seconds, int(sum(len(x) for x in out)) + unseen, unseen)

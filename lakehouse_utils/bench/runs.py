@@ -1,0 +1,182 @@
+"""Whole-path runs for the bench: the pipeline as a user starts it, in child processes, watched from outside.
+
+- :func:`live_run`: ``lakehouse demo`` (the three queries in one process) or the notebook flow (Bronze,
+  Silver and Gold each in its own process, as notebooks 02-04 in separate kernels, plus ``lakehouse ingest``),
+  fed at a steady rate; returns per-trade latency (:mod:`.latency`) and the peak RSS of every process
+  involved (broker JVM, Spark JVMs, Pythons).
+- :func:`first_bar_run`: ``lakehouse demo`` launched cold (its own broker, a new data dir) until the first
+  Gold bar is visible to a reader.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..broker import ensure_topic
+from .latency import LOG_APPEND_TIME, GoldPoller, kafka_arrivals, latencies
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return kids
+
+
+def tree_pids(roots: list[int]) -> set[int]:
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(_children(pid))
+    return seen
+
+
+def rss_mb(pids: set[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class RssSampler:
+    """Peak summed RSS of the process trees under ``roots`` (sampled every ``interval`` s)."""
+
+    def __init__(self, roots: list[int], interval: float = 1.0) -> None:
+        self.roots, self.interval, self.peak_mb = list(roots), interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, rss_mb(tree_pids(self.roots)))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_mb
+
+
+def _lakehouse(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "lakehouse_utils.cli", *args], stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def _interrupt(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+    """Ctrl-C, as a user would; kill if it does not end."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
+@dataclass
+class LiveRun:
+    flow: str
+    feed: str
+    wall_s: float
+    peak_rss_mb: float
+    latency: dict[str, Any]
+    first_bar_s: float | None = None
+    logs: list[str] = field(default_factory=list)
+
+
+def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = "demo", source: str = "replay",
+             speed: str = "20", pairs: list[str] | None = None, feed_seconds: float = 190.0,
+             tail_seconds: float = 20.0, warmup_s: float = 0.0, trigger: str | None = None,
+             extra_env: dict[str, str] | None = None, n_trades: int | None = None) -> LiveRun:
+    """Feed ``source`` for ``feed_seconds`` into a new topic, run the pipeline as ``flow`` does, measure."""
+    name = f"{flow}-{source}-{speed}".replace("/", "").replace(".", "_")
+    data = root / name
+    shutil.rmtree(data, ignore_errors=True)
+    topic = f"bench.{name}"
+    ensure_topic(bootstrap, topic, 1, config=LOG_APPEND_TIME)  # the broker stamps each trade's arrival
+    ensure_topic(bootstrap, f"{topic}.dlq", 1)
+    common = ["--data-dir", str(data), "--bootstrap", bootstrap, "--topic", topic]
+    feed = ["--source", source, "--speed", speed, *sum((["--pair", p] for p in pairs or []), [])]
+    env = dict(extra_env or {})
+    if n_trades:
+        env["LAKEHOUSE_BENCH_N_TRADES"] = str(n_trades)
+    logs = root / "logs"
+    poller = GoldPoller(data / "gold", logs / f"{name}.polls.jsonl")
+    t0 = time.time()
+    procs: list[subprocess.Popen] = []
+    roots = [poller.proc.pid] + ([broker_pid] if broker_pid else [])
+    if flow == "demo":
+        tr = ["--trigger", trigger] if trigger else []
+        procs.append(_lakehouse("demo", *common, *feed, *tr, "--duration", str(feed_seconds + tail_seconds),
+                                log=logs / f"{name}.demo.log", env=env))
+        sampler = RssSampler(roots + [procs[0].pid])
+        procs[0].wait(feed_seconds + tail_seconds + 300)
+    else:  # the notebook flow: each layer in its own process (kernel), started as 02, 03, 04 start them
+        tr = ["--trigger", trigger] if trigger else []
+        for layer in ("bronze", "silver", "gold"):
+            procs.append(_lakehouse(layer, *common, *tr, log=logs / f"{name}.{layer}.log", env=env))
+        sampler = RssSampler(roots + [p.pid for p in procs])
+        time.sleep(20)  # the kernels are up before the producer starts (a user runs 02-04, then 01's Start)
+        ingest = _lakehouse("ingest", *common, *feed, "--duration", str(feed_seconds), log=logs / f"{name}.ingest.log",
+                            env=env)
+        ingest.wait(feed_seconds + 120)
+        time.sleep(tail_seconds)
+        for p in procs:
+            _interrupt(p)
+    peak = sampler.stop()
+    polls = poller.stop()
+    wall = time.time() - t0
+    arrivals = kafka_arrivals(bootstrap, topic)
+    since = (arrivals["append_s"].min() + warmup_s) if warmup_s and len(arrivals) else None
+    lat = latencies(arrivals, polls, since=since)
+    return LiveRun(flow, f"{source} x{speed}", wall, peak, lat.summary(),
+                   logs=[str(p) for p in sorted(logs.glob(f"{name}.*"))])
+
+
+def first_bar_run(root: Path, port: int, timeout: float = 180.0) -> float | None:
+    """``lakehouse demo`` launched cold (own broker on ``port``, a new data dir) -> first Gold bar (s)."""
+    data = root / "first-bar"
+    shutil.rmtree(data, ignore_errors=True)
+    poller = GoldPoller(data / "gold", root / "logs" / "first-bar.polls.jsonl", interval=0.1)
+    t0 = time.time()
+    proc = _lakehouse("demo", "--data-dir", str(data), "--broker-port", str(port), "--speed", "20",
+                      log=root / "logs" / "first-bar.demo.log")
+    first = None
+    try:
+        while time.time() - t0 < timeout and proc.poll() is None:
+            first = poller.first_bar_time()
+            if first is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        _interrupt(proc)
+        poller.stop()
+        from ..broker import LocalKafka
+
+        LocalKafka(data / "kafka", port).stop()
+    return None if first is None else first - t0
