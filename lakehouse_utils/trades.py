@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
 SCHEMA_VERSION = 1
@@ -28,6 +30,11 @@ TRUNCATION_MARKER = "...[truncated]"
 MAX_PRICE = 1e12
 SIDES = frozenset({"buy", "sell"})
 REQUIRED_FIELDS = ("symbol", "side", "price", "qty", "trade_id", "timestamp")
+
+# A JSON string literal exactly as json.dumps writes it (ensure_ascii); raises TypeError for a non-str.
+_quote = encode_basestring_ascii
+_FINITE_MAX = sys.float_info.max
+_FINITE_MIN = -_FINITE_MAX
 
 # Kraken's legacy asset codes -> the common ones used by Kraken v2.
 _ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
@@ -57,7 +64,12 @@ def normalize_symbol(symbol: str) -> str:
 
 def format_time(ts: datetime) -> str:
     """ISO-8601 in UTC with microseconds and a ``Z`` suffix."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)  # naive times are taken as local time, as astimezone does
+    if ts.year < 1000:  # isoformat pads the year to 4 digits, strftime does not
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = ts.isoformat()  # about twice as fast as strftime; "+00:00" suffix, no fraction when microsecond == 0
+    return f"{text[:-6]}Z" if ts.microsecond else f"{text[:-6]}.000000Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +101,26 @@ class Trade:
         }
 
     def to_json(self) -> str:
-        """Compact JSON for the trades topic."""
+        """Compact JSON for the trades topic: ``json.dumps(self.to_dict())`` byte for byte, faster.
+
+        The common case (str fields, finite float price and qty) is one f-string; anything else
+        takes json.dumps, which also raises on NaN/inf as before.
+        """
+        price, qty, ord_type = self.price, self.qty, self.ord_type
+        if type(price) is float and type(qty) is float and _FINITE_MIN <= price <= _FINITE_MAX \
+                and _FINITE_MIN <= qty <= _FINITE_MAX:
+            event_time, ingest_time = self.event_time, self.ingest_time
+            event = format_time(event_time)
+            ingest = event if ingest_time is event_time else format_time(ingest_time)
+            try:
+                return (
+                    f'{{"exchange":{_quote(self.exchange)},"symbol":{_quote(self.symbol)},'
+                    f'"trade_id":{_quote(self.trade_id)},"price":{price!r},"qty":{qty!r},'
+                    f'"side":{_quote(self.side)},"ord_type":{"null" if ord_type is None else _quote(ord_type)},'
+                    f'"event_time":"{event}","ingest_time":"{ingest}","schema_version":{SCHEMA_VERSION}}}'
+                )
+            except TypeError:  # a field that is not a str (e.g. an int trade_id): the general path
+                pass
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
 
     def kafka_key(self) -> bytes:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -164,6 +165,39 @@ def test_trade_json_and_kafka_fields() -> None:
     }
     assert trade.kafka_key() == b"BTC/USD"
     assert trade.kafka_headers("kraken") == [("source", b"kraken"), ("schema_version", b"1")]
+
+
+def _reference_json(trade: Trade) -> str:
+    """The message format as first written: json.dumps of the fields, times via strftime in UTC."""
+    def fmt(ts: datetime) -> str:
+        return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    fields = {"exchange": trade.exchange, "symbol": trade.symbol, "trade_id": trade.trade_id, "price": trade.price,
+              "qty": trade.qty, "side": trade.side, "ord_type": trade.ord_type, "event_time": fmt(trade.event_time),
+              "ingest_time": fmt(trade.ingest_time), "schema_version": SCHEMA_VERSION}
+    return json.dumps(fields, separators=(",", ":"), allow_nan=False)
+
+
+def test_to_json_is_byte_for_byte_the_json_dumps_format() -> None:
+    rng = random.Random(5)
+    zones = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
+    texts = ["BTC/USD", "é/€", 'a"b\\c', "\n\t", "\U0001f600", "", "kraken"]
+    for _ in range(20_000):
+        event = datetime(rng.randint(1990, 2100), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                         rng.randint(0, 59), rng.randint(0, 59), rng.choice([0, 1, 999_999, rng.randint(0, 999_999)]),
+                         tzinfo=rng.choice(zones))
+        ingest = event if rng.random() < 0.5 else event + timedelta(microseconds=rng.randint(0, 10**9))
+        price = rng.choice([rng.random() * 10 ** rng.randint(-8, 12), 5e-324, 1.7976931348623157e308, -0.0, 7, True])
+        trade_id = rng.choice([str(rng.randint(1, 10**12)), rng.randint(1, 100), rng.choice(texts)])
+        trade = Trade(rng.choice(texts), rng.choice(texts), trade_id, price, rng.choice([rng.random(), 2]),  # type: ignore[arg-type]
+                      rng.choice(texts), rng.choice([None, "limit", "ü"]), event, ingest)
+        assert trade.to_json() == _reference_json(trade)
+    naive = datetime(2024, 1, 1, 12, 0, 0, 5)  # taken as local time, as before
+    trade = Trade("x", "BTC/USD", "1", 1.0, 1.0, "buy", None, naive, naive)
+    assert trade.to_json() == _reference_json(trade)
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError):
+            Trade("x", "BTC/USD", "1", bad, 1.0, "buy", None, INGEST, INGEST).to_json()
 
 
 def test_trade_is_frozen() -> None:
