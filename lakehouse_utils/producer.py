@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +56,11 @@ PERMANENT_ERRORS = frozenset({
 })
 
 _BACKOFF_POLL_S = 0.05  # how long a blocked send() waits for room before retrying
+# send() serves delivery reports itself every this many messages or seconds, whichever comes first
+# (a poll per message costs a GIL round trip; reports waiting a few ms cost nothing).
+_SERVE_EVERY_MSGS = 1000
+_SERVE_EVERY_S = 0.05
+_IDLE_POLL_S = 0.1  # ProducerThread's helper serves reports when send() has not for this long
 _QUEUED, _DEAD, _STOPPED = "queued", "dead-lettered", "stopped"  # outcomes of TradeProducer._produce
 
 
@@ -106,8 +110,14 @@ class TradeProducer:
             **(config or {}),
         }
         self._producer: Producer | None = Producer(self.config)
-        self._lock = threading.Lock()
-        self._callbacks: dict[str, Callable[[KafkaError | None, Any], None]] = {}
+        self._lock = threading.Lock()  # counters of the rare paths (errors, dead letters, blocking)
+        # Delivery reports run inside poll()/flush(); this lock lets one thread at a time serve them,
+        # so the counters they bump (delivered, dlq_delivered) need no lock of their own.
+        self._serve_lock = threading.Lock()
+        self._unserved = 0  # messages sent since reports were last served
+        self._served_at = time.monotonic()
+        # per source: (headers, delivery callback), built once
+        self._per_source: dict[str, tuple[list[tuple[str, bytes]], Callable[[KafkaError | None, Any], None]]] = {}
         self._failed: deque[Rejected] = deque()  # permanent failures waiting to go to the DLQ
         self._started = not ensure_topics
         # counters (trades topic unless named dlq_*)
@@ -157,7 +167,8 @@ class TradeProducer:
         producer = self._require_open()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+            with self._serve_lock:
+                producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
             self._drain_failed(deadline)
             remaining = self.in_flight
             if remaining == 0 or time.monotonic() >= deadline:
@@ -182,7 +193,7 @@ class TradeProducer:
             producer.purge(in_queue=True, in_flight=True, blocking=False)
             deadline = time.monotonic() + 5.0
             while True:  # purged messages get their (error) delivery reports here
-                producer.poll(0.1)
+                self._serve(producer, 0.1)
                 if not len(producer) or time.monotonic() > deadline:
                     break
             purged = self.delivery_errors - before
@@ -207,24 +218,31 @@ class TradeProducer:
         Returns True once accepted (or, if Kafka refuses it for good, handed to the DLQ),
         False if the stop event was set while waiting for room.
         """
-        producer = self._require_open()
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the producer is closed")
+        headers, on_delivery = self._per_source.get(source) or self._source_args(source)
         value = trade.to_json()
-        outcome = self._produce(
-            self.topic, trade.kafka_key(), value, trade.kafka_headers(source), self._trade_callback(source),
-            stop or self.stop_event, source=source,
-        )
+        try:  # the common case, inline; a full queue or a refused message takes _produce
+            producer.produce(self.topic, value, trade.symbol, on_delivery=on_delivery, headers=headers)
+            outcome = _QUEUED
+        except (BufferError, KafkaException):
+            outcome = self._produce(self.topic, trade.symbol, value, headers, on_delivery, stop or self.stop_event,
+                                    source=source)
         if outcome == _QUEUED:
-            with self._lock:
-                self.sent += 1
-        producer.poll(0)
-        self._drain_failed()
+            self.sent += 1  # only the sending thread writes it
+        self._unserved += 1
+        if self._unserved >= _SERVE_EVERY_MSGS or time.monotonic() - self._served_at >= _SERVE_EVERY_S:
+            self._serve(producer, 0.0)
+        if self._failed:
+            self._drain_failed()
         return outcome != _STOPPED
 
     def reject(self, rejected: Rejected, stop: threading.Event | None = None) -> bool:
         """Queue one reject for the dead-letter topic (key = its reason code)."""
         producer = self._require_open()
         accepted = self._send_dlq(rejected, stop or self.stop_event)
-        producer.poll(0)
+        self._serve(producer, 0.0)
         self._drain_failed()
         return accepted
 
@@ -236,9 +254,14 @@ class TradeProducer:
         """
         producer = self._producer
         if producer is not None:
-            producer.poll(timeout)
+            self._serve(producer, timeout)
             if drain:
                 self._drain_failed()
+
+    @property
+    def unserved_for(self) -> float:
+        """Seconds since delivery reports were last served."""
+        return time.monotonic() - self._served_at
 
     @property
     def blocked_s(self) -> float:
@@ -280,14 +303,13 @@ class TradeProducer:
             stop, deadline=deadline, dlq=True,
         )
         if outcome == _QUEUED:
-            with self._lock:
-                self.dlq_sent += 1
+            self.dlq_sent += 1  # only the sending thread writes it
         return outcome == _QUEUED
 
     def _produce(
         self,
         topic: str,
-        key: bytes,
+        key: str | bytes,
         value: str,
         headers: list[tuple[str, bytes]],
         on_delivery: Callable[[KafkaError | None, Any], None],
@@ -314,7 +336,7 @@ class TradeProducer:
                         with self._lock:
                             self.not_accepted += 1
                         return _STOPPED
-                    producer.poll(_BACKOFF_POLL_S)
+                    self._serve(producer, _BACKOFF_POLL_S)
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
                     if dlq or err is None or err.code() not in PERMANENT_ERRORS:
@@ -345,18 +367,27 @@ class TradeProducer:
                 return  # no room before stop/deadline: stays pending (close() counts it as lost)
             self._failed.popleft()
 
-    def _trade_callback(self, source: str) -> Callable[[KafkaError | None, Any], None]:
-        """The delivery callback for trades of ``source`` (reports carry no headers), cached."""
-        callback = self._callbacks.get(source)
-        if callback is None:
-            callback = self._callbacks[source] = partial(self._on_trade_delivery, source)
-        return callback
+    def _serve(self, producer: Producer, timeout: float) -> None:
+        """Run the delivery reports that are ready (waiting up to ``timeout`` for one), one thread at a time."""
+        with self._serve_lock:
+            self._unserved = 0
+            producer.poll(timeout)
+            self._served_at = time.monotonic()
 
-    def _on_trade_delivery(self, source: str, err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            with self._lock:
-                self.delivered += 1
-            return
+    def _source_args(self, source: str) -> tuple[list[tuple[str, bytes]], Callable[[KafkaError | None, Any], None]]:
+        """Headers and delivery callback for trades of ``source`` (reports carry no headers), cached."""
+
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                self.delivered += 1  # callbacks run under _serve_lock: no other writer
+            else:
+                self._on_trade_error(source, err, msg)
+
+        headers = [("source", source.encode("utf-8")), ("schema_version", str(SCHEMA_VERSION).encode())]
+        args = self._per_source[source] = (headers, on_delivery)
+        return args
+
+    def _on_trade_error(self, source: str, err: KafkaError, msg: Any) -> None:
         if err.code() in PERMANENT_ERRORS:
             self._dead_letter(err, msg.value(), source)
             return
@@ -365,12 +396,12 @@ class TradeProducer:
             self.last_error = _error_text(err)
 
     def _on_dlq_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            self.dlq_delivered += 1  # callbacks run under _serve_lock: no other writer
+            return
         with self._lock:
-            if err is None:
-                self.dlq_delivered += 1
-            else:
-                self.delivery_errors += 1
-                self.last_error = f"DLQ {_error_text(err)}"
+            self.delivery_errors += 1
+            self.last_error = f"DLQ {_error_text(err)}"
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
@@ -529,20 +560,22 @@ class ProducerThread:
                                   daemon=True)
         poller.start()
         try:
-            stream = self.source.stream(self.stop_event)
+            stop, name, limit = self.stop_event, self.name, self.max_messages
+            send, reject = self.producer.send, self.producer.reject
+            stream = self.source.stream(stop)
             for item in stream:
                 self.received += 1
                 if isinstance(item, Trade):
-                    if not self.producer.send(item, self.name, self.stop_event):
+                    if not send(item, name, stop):
                         break
                 else:
                     self.rejected += 1
-                    if not self.producer.reject(item, self.stop_event):
+                    if not reject(item, stop):
                         break
-                if self.max_messages is not None and self.received >= self.max_messages:
+                if limit is not None and self.received >= limit:
                     self._end("max_messages")
                     break
-                if self.stop_event.is_set():
+                if stop.is_set():
                     break
             self._end("source ended", stop=False)
         except Exception as exc:  # the thread dies: keep the reason for status()
@@ -575,10 +608,15 @@ class ProducerThread:
             self._done.set()
 
     def _serve_reports(self, done: threading.Event) -> None:
-        """Keep delivery counters fresh while the source is quiet (e.g. a calm live market)."""
-        while not done.is_set():
+        """Keep delivery counters fresh while the source is quiet (e.g. a calm live market).
+
+        While trades flow, send() serves the reports itself (no GIL ping-pong between two threads).
+        """
+        while not done.wait(_IDLE_POLL_S):
+            if self.producer.unserved_for < _IDLE_POLL_S:
+                continue
             try:
-                self.producer.poll(0.2, drain=False)
+                self.producer.poll(0.0, drain=False)
             except Exception:  # the producer closed under us: the loop is ending anyway
                 return
 
