@@ -15,12 +15,17 @@ reproducible for a given seed.
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from math import cos as _cos
+from math import exp as _exp
+from math import log as _log
+from math import sin as _sin
+from math import sqrt as _sqrt
+from math import tau as _TWOPI
 from typing import Any
 
 from lakehouse_utils.trades import Rejected, Trade, normalize_symbol, source_stats
@@ -67,64 +72,102 @@ class SyntheticSource:
         return DEFAULT_START_PRICES.get(pair.split("/")[0], DEFAULT_START_PRICE)
 
     def stream(self, stop: threading.Event) -> Iterator[Trade | Rejected]:
-        """Yield trades until ``stop`` is set or ``n_trades`` were produced."""
+        """Yield trades until ``stop`` is set or ``n_trades`` were produced.
+
+        One loop, the random draws inlined (the same draws, in the same order, as ``rng.choice``,
+        ``rng.gauss``, ``rng.randint`` and ``rng.expovariate`` would make): at speed "max" the source
+        must keep up with a producer sending 100k trades/s.
+        """
         rng = random.Random(self.seed)
+        rand, bits = rng.random, rng.getrandbits
+        normal = _normals(rand).__next__  # rng.gauss(0, 1), stream for stream
+        pairs, rate, limit, stats = self.pairs, self.rate, self.n_trades, self.stats
+        n_pairs = len(pairs)
+        pair_bits = n_pairs.bit_length()
         prices = dict(self._start_prices)
-        next_id = dict.fromkeys(self.pairs, 1)
-        clock = SIMULATED_EPOCH
+        next_id = dict.fromkeys(pairs, 1)
+        lambd = 1 / SIMULATED_MEAN_GAP_S
+        clock_us = 0  # simulated time since SIMULATED_EPOCH
         started = time.monotonic()
-        self.stats["connected"] = True
+        made = stats["trades"]
+        stats["connected"] = True
         try:
             for event in itertools.count():
                 if stop.is_set():
                     return
-                if self.rate is None:
-                    gap = max(0.001, rng.expovariate(1 / SIMULATED_MEAN_GAP_S))
-                    clock += timedelta(seconds=gap)
-                    now = clock
+                if rate is None:
+                    gap = -_log(1.0 - rand()) / lambd  # rng.expovariate(lambd)
+                    clock_us += _micros(gap if gap > 0.001 else 0.001)
+                    now = SIMULATED_EPOCH + timedelta(0, clock_us // 1_000_000, clock_us % 1_000_000 // 1000 * 1000)
                 else:
-                    if stop.wait(max(0.0, started + event / self.rate - time.monotonic())):
+                    if stop.wait(max(0.0, started + event / rate - time.monotonic())):
                         return
                     now = datetime.now(UTC)
-                now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-                for trade in self._event(rng, prices, next_id, now):
-                    if self.n_trades is not None and self.stats["trades"] >= self.n_trades:
+                    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+                # One order: a single print, or a same-millisecond burst on one symbol and side.
+                index = bits(pair_bits)  # rng.choice(pairs)
+                while index >= n_pairs:
+                    index = bits(pair_bits)
+                pair = pairs[index]
+                buy = _coin(bits) == 0  # rng.choice(("buy", "sell"))
+                side = "buy" if buy else "sell"
+                burst = rand() < BURST_PROBABILITY
+                if burst:
+                    count = 2 + _below5(bits)  # rng.randint(2, 6)
+                    ord_type = "market"
+                else:
+                    count = 1
+                    ord_type = "limit" if _coin(bits) == 0 else "market"  # rng.choice(("limit", "market"))
+                for _ in range(count):
+                    drift = abs(normal() * STEP_VOLATILITY)
+                    if burst:
+                        step = drift if buy else -drift
+                    else:  # the drift draw above is unused here: kept so a seed gives the stream it always gave
+                        step = normal() * STEP_VOLATILITY
+                    prices[pair] *= _exp(step)
+                    price = _tick(prices[pair])
+                    notional = MEDIAN_NOTIONAL * _exp(normal() * SIZE_SIGMA)
+                    qty = round(notional / price, 8)
+                    trade_id = next_id[pair]
+                    next_id[pair] = trade_id + 1
+                    if limit is not None and made >= limit:
                         return
-                    self.stats["trades"] += 1
-                    self.stats["last_trade"] = trade
+                    trade = Trade(EXCHANGE, pair, str(trade_id), price, qty if qty > 1e-8 else 1e-8, side, ord_type,
+                                  now, now)
+                    made += 1
+                    stats["trades"] = made
+                    stats["last_trade"] = trade
                     yield trade
         finally:
-            self.stats["connected"] = False
+            stats["connected"] = False
 
-    def _event(
-        self, rng: random.Random, prices: dict[str, float], next_id: dict[str, int], now: datetime
-    ) -> list[Trade]:
-        """One order: a single print, or a same-millisecond burst on one symbol and side."""
-        pair = rng.choice(self.pairs)
-        side = rng.choice(("buy", "sell"))
-        burst = rng.random() < BURST_PROBABILITY
-        count = rng.randint(2, 6) if burst else 1
-        ord_type = "market" if burst else rng.choice(("limit", "market"))
-        trades = []
-        for _ in range(count):
-            drift = abs(rng.gauss(0, STEP_VOLATILITY)) * (1 if side == "buy" else -1)
-            step = drift if burst else rng.gauss(0, STEP_VOLATILITY)
-            prices[pair] *= math.exp(step)
-            price = _tick(prices[pair])
-            notional = MEDIAN_NOTIONAL * math.exp(rng.gauss(0, SIZE_SIGMA))
-            qty = max(round(notional / price, 8), 1e-8)
-            trades.append(
-                Trade(
-                    exchange=EXCHANGE,
-                    symbol=pair,
-                    trade_id=str(next_id[pair]),
-                    price=price,
-                    qty=qty,
-                    side=side,
-                    ord_type=ord_type,
-                    event_time=now,
-                    ingest_time=now,
-                )
-            )
-            next_id[pair] += 1
-        return trades
+
+def _micros(seconds: float) -> int:
+    """Whole microseconds in ``seconds`` (>= 0), rounded half to even exactly as ``timedelta(seconds=...)`` does."""
+    whole = int(seconds)
+    return whole * 1_000_000 + round((seconds - whole) * 1e6)
+
+
+def _normals(rand: Callable[[], float]) -> Iterator[float]:
+    """The values ``rng.gauss(0, 1)`` returns, drawing ``rand()`` exactly as it does (two per pair)."""
+    while True:
+        x2pi = rand() * _TWOPI
+        g2rad = _sqrt(-2.0 * _log(1.0 - rand()))
+        yield _cos(x2pi) * g2rad
+        yield _sin(x2pi) * g2rad
+
+
+def _coin(bits: Callable[[int], int]) -> int:
+    """``rng._randbelow(2)``: 0 or 1, by rejection on 2 bits as ``rng.choice`` of a pair draws it."""
+    r = bits(2)
+    while r >= 2:
+        r = bits(2)
+    return r
+
+
+def _below5(bits: Callable[[int], int]) -> int:
+    """``rng._randbelow(5)``, as ``rng.randint(2, 6)`` draws it."""
+    r = bits(3)
+    while r >= 5:
+        r = bits(3)
+    return r
