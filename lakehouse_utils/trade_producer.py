@@ -8,6 +8,11 @@ with zstd and keeps librdkafka's queue bounded: when the queue is full (say the 
 down), :meth:`TradeProducer.send` blocks the caller instead of buffering without limit, and
 never drops a message it accepted. A trade the broker refuses for good (e.g.
 ``MSG_SIZE_TOO_LARGE``) goes to the dead-letter topic with that reason.
+
+Speed (100k trades/s from one Python thread): trades go through a librdkafka producer that
+reports failures only (``delivery.report.only.error``), so no Python runs per delivered
+message; ``delivered`` is derived from what was accepted, what librdkafka still holds and what
+failed. Dead letters go through a second producer, created on the first one, with a report each.
 """
 
 from __future__ import annotations
@@ -47,11 +52,13 @@ PERMANENT_ERRORS = frozenset({
 })
 
 _BACKOFF_POLL_S = 0.05  # how long a blocked send() waits for room before retrying
-# send() serves delivery reports itself every this many messages or seconds, whichever comes first
-# (a poll per message costs a GIL round trip; reports waiting a few ms cost nothing).
-_SERVE_EVERY_MSGS = 1000
-_SERVE_EVERY_S = 0.05
+# send() serves librdkafka's reports (failures, logs) itself every this many messages: a poll per
+# message costs a GIL round trip, and there is nothing to serve while all goes well.
+SERVE_EVERY_MSGS = 1000
 _QUEUED, _DEAD, _STOPPED = "queued", "dead-lettered", "stopped"  # outcomes of TradeProducer._produce
+
+Callback = Callable[[KafkaError | None, Any], None]
+Headers = list[tuple[str, bytes]]
 
 
 def _error_text(err: KafkaError | Exception) -> str:
@@ -61,7 +68,11 @@ def _error_text(err: KafkaError | Exception) -> str:
 
 
 class TradeProducer:
-    """Idempotent Kafka producer for trades (``topic``) and rejects (``dlq_topic``)."""
+    """Idempotent Kafka producer for trades (``topic``) and rejects (``dlq_topic``).
+
+    ``send``/``reject``/``flush``/``close`` belong to one thread (the sending one); ``counters``,
+    ``in_flight``, ``delivered`` and ``poll(drain=False)`` may be called from any thread.
+    """
 
     def __init__(
         self,
@@ -99,26 +110,28 @@ class TradeProducer:
             "logger": _rdkafka_log,  # not raw stderr lines
             **(config or {}),
         }
-        self._producer: Producer | None = Producer(self.config)
+        # trades: failures are reported, successes are not (see ``delivered``)
+        self._producer: Producer | None = Producer({**self.config, "delivery.report.only.error": True})
+        self._dlq_producer: Producer | None = None  # made on the first dead letter; reports every message
         self._lock = threading.Lock()  # counters of the rare paths (errors, dead letters, blocking)
-        # Delivery reports run inside poll()/flush(); this lock lets one thread at a time serve them,
-        # so the counters they bump (delivered, dlq_delivered) need no lock of their own.
+        # Reports run inside poll()/flush(): one thread at a time, so the counters they bump need no lock.
         self._serve_lock = threading.Lock()
         self._unserved = 0  # messages sent since reports were last served
         self._served_at = time.monotonic()
-        # per source: (headers, delivery callback), built once
-        self._per_source: dict[str, tuple[list[tuple[str, bytes]], Callable[[KafkaError | None, Any], None]]] = {}
+        self._per_source: dict[str, tuple[Headers, Callback]] = {}  # headers and report callback, built once
         self._failed: deque[Rejected] = deque()  # permanent failures waiting to go to the DLQ
         self._started = not ensure_topics
         # counters (trades topic unless named dlq_*)
         self.sent = 0  # trades accepted into the queue
-        self.delivered = 0  # trades acknowledged by the broker
         self.dlq_sent = 0  # rejects accepted into the queue for the DLQ
         self.dlq_delivered = 0
         self.dead_lettered = 0  # trades the broker refused for good, re-routed to the DLQ
         self.delivery_errors = 0  # messages lost: timed out, purged on close, DLQ failures
         self.not_accepted = 0  # send() gave up because the stop event was set while blocked
         self.backpressure_waits = 0  # sends that found the queue full
+        self._trade_failures = 0  # trades reported failed (dead-lettered or lost)
+        self._left_at_close = 0  # trades still in librdkafka when it was let go (no report will come)
+        self._delivered = 0  # the highest value ``delivered`` returned
         self._blocked_total = 0.0
         self._blocked_since: float | None = None
         self.last_error: str | None = None
@@ -146,19 +159,36 @@ class TradeProducer:
     @property
     def in_flight(self) -> int:
         """Accepted messages not yet delivered or reported failed (plus failures awaiting the DLQ)."""
+        return sum(len(p) for p in self._producers()) + len(self._failed)
+
+    @property
+    def delivered(self) -> int:
+        """Trades acknowledged by the broker: accepted - still held by librdkafka - reported failed.
+
+        Exact once everything is settled (after flush/close). While trades flow it can lag a little
+        (librdkafka's count also holds pending log/error events), never run ahead, and never decreases.
+        """
+        sent = self.sent  # read before the queue: a trade accepted in between is then only undercounted
         producer = self._producer
-        return (len(producer) if producer is not None else 0) + len(self._failed)
+        held = len(producer) if producer is not None else self._left_at_close
+        value = sent - held - self._trade_failures  # failures after held: a report served in between counts twice
+        with self._lock:
+            if value > self._delivered:
+                self._delivered = value
+            return self._delivered
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait until every accepted message is delivered or failed (DLQ hand-offs included).
 
         Returns how many are still in flight when ``timeout`` ran out (0 = all settled).
         """
-        producer = self._require_open()
+        self._require_open()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
+            chunk = max(0.0, min(1.0, deadline - time.monotonic()))
             with self._serve_lock:
-                producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
+                for producer in self._producers():
+                    producer.flush(chunk)
             self._drain_failed(deadline)
             remaining = self.in_flight
             if remaining == 0 or time.monotonic() >= deadline:
@@ -180,18 +210,22 @@ class TradeProducer:
                 before = self.delivery_errors
                 self.delivery_errors += len(self._failed)  # the DLQ is unreachable too: lost
             self._failed.clear()
-            producer.purge(in_queue=True, in_flight=True, blocking=False)
+            for p in self._producers():
+                p.purge(in_queue=True, in_flight=True, blocking=False)
             deadline = time.monotonic() + 5.0
             while True:  # purged messages get their (error) delivery reports here
-                self._serve(producer, 0.1)
-                if not len(producer) or time.monotonic() > deadline:
+                self._serve(0.1)
+                if not any(len(p) for p in self._producers()) or time.monotonic() > deadline:
                     break
             purged = self.delivery_errors - before
             log.warning("closed with %d undelivered messages (last error: %s)", purged, self.last_error)
-        self._producer = None
-        if not len(producer):
-            with contextlib.suppress(Exception):
-                producer.close()  # release librdkafka's threads and sockets now
+        producers = self._producers()
+        self._left_at_close = len(producer)
+        self._producer = self._dlq_producer = None
+        for p in producers:
+            if not len(p):
+                with contextlib.suppress(Exception):
+                    p.close()  # release librdkafka's threads and sockets now
         return purged
 
     def __enter__(self) -> TradeProducer:
@@ -211,28 +245,28 @@ class TradeProducer:
         producer = self._producer
         if producer is None:
             raise RuntimeError("the producer is closed")
-        headers, on_delivery = self._per_source.get(source) or self._source_args(source)
+        headers, on_error = self._per_source.get(source) or self._source_args(source)
         value = trade.to_json()
         try:  # the common case, inline; a full queue or a refused message takes _produce
-            producer.produce(self.topic, value, trade.symbol, on_delivery=on_delivery, headers=headers)
+            producer.produce(self.topic, value, trade.symbol, on_delivery=on_error, headers=headers)
             outcome = _QUEUED
         except (BufferError, KafkaException):
-            outcome = self._produce(self.topic, trade.symbol, value, headers, on_delivery, stop or self.stop_event,
-                                    source=source)
+            outcome = self._produce(producer, self.topic, trade.symbol, value, headers, on_error,
+                                    stop or self.stop_event, source=source)
         if outcome == _QUEUED:
             self.sent += 1  # only the sending thread writes it
         self._unserved += 1
-        if self._unserved >= _SERVE_EVERY_MSGS or time.monotonic() - self._served_at >= _SERVE_EVERY_S:
-            self._serve(producer, 0.0)
+        if self._unserved >= SERVE_EVERY_MSGS:
+            self._serve(0.0)
         if self._failed:
             self._drain_failed()
         return outcome != _STOPPED
 
     def reject(self, rejected: Rejected, stop: threading.Event | None = None) -> bool:
         """Queue one reject for the dead-letter topic (key = its reason code)."""
-        producer = self._require_open()
+        self._require_open()
         accepted = self._send_dlq(rejected, stop or self.stop_event)
-        self._serve(producer, 0.0)
+        self._serve(0.0)
         self._drain_failed()
         return accepted
 
@@ -242,15 +276,14 @@ class TradeProducer:
         Only the sending thread should drain; a helper thread keeping the counters fresh
         while the source is idle polls with ``drain=False``.
         """
-        producer = self._producer
-        if producer is not None:
-            self._serve(producer, timeout)
+        if self._producer is not None:
+            self._serve(timeout)
             if drain:
                 self._drain_failed()
 
     @property
     def unserved_for(self) -> float:
-        """Seconds since delivery reports were last served."""
+        """Seconds since reports were last served."""
         return time.monotonic() - self._served_at
 
     @property
@@ -260,10 +293,11 @@ class TradeProducer:
         return self._blocked_total + (time.monotonic() - since if since is not None else 0.0)
 
     def counters(self) -> dict[str, Any]:
+        delivered = self.delivered
         with self._lock:
             return {
                 "sent": self.sent,
-                "delivered": self.delivered,
+                "delivered": delivered,
                 "dlq_sent": self.dlq_sent,
                 "dlq_delivered": self.dlq_delivered,
                 "dead_lettered": self.dead_lettered,
@@ -282,15 +316,42 @@ class TradeProducer:
             raise RuntimeError("the producer is closed")
         return self._producer
 
+    def _producers(self) -> list[Producer]:
+        return [p for p in (self._producer, self._dlq_producer) if p is not None]
+
+    def _serve(self, timeout: float) -> None:
+        """Run the reports that are ready (waiting up to ``timeout`` for one), one thread at a time."""
+        with self._serve_lock:
+            self._unserved = 0
+            producer, dlq = self._producer, self._dlq_producer
+            if producer is not None:
+                producer.poll(timeout)
+            if dlq is not None:
+                dlq.poll(0)
+            self._served_at = time.monotonic()
+
+    def _source_args(self, source: str) -> tuple[Headers, Callback]:
+        """Headers and failure callback for trades of ``source`` (reports carry no headers), cached."""
+
+        def on_error(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:  # only failures are reported
+                self._on_trade_error(source, err, msg)
+
+        headers = [("source", source.encode("utf-8")), ("schema_version", str(SCHEMA_VERSION).encode())]
+        args = self._per_source[source] = (headers, on_error)
+        return args
+
     def _send_dlq(self, rejected: Rejected, stop: threading.Event | None, deadline: float | None = None) -> bool:
         headers = [
             ("source", rejected.source.encode("utf-8")),
             ("schema_version", str(SCHEMA_VERSION).encode()),
             ("reason", rejected.code.encode("utf-8")),
         ]
+        if self._dlq_producer is None:
+            self._dlq_producer = Producer(self.config)
         outcome = self._produce(
-            self.dlq_topic, rejected.code.encode("utf-8"), rejected.to_json(), headers, self._on_dlq_delivery,
-            stop, deadline=deadline, dlq=True,
+            self._dlq_producer, self.dlq_topic, rejected.code.encode("utf-8"), rejected.to_json(), headers,
+            self._on_dlq_delivery, stop, deadline=deadline, dlq=True,
         )
         if outcome == _QUEUED:
             self.dlq_sent += 1  # only the sending thread writes it
@@ -298,19 +359,19 @@ class TradeProducer:
 
     def _produce(
         self,
+        producer: Producer,
         topic: str,
         key: str | bytes,
         value: str,
-        headers: list[tuple[str, bytes]],
-        on_delivery: Callable[[KafkaError | None, Any], None],
+        headers: Headers,
+        on_delivery: Callback,
         stop: threading.Event | None,
         *,
         deadline: float | None = None,
         source: str = "",
         dlq: bool = False,
     ) -> str:
-        """produce() with backpressure: on a full queue, serve callbacks and retry until room or stop."""
-        producer = self._require_open()
+        """produce() with backpressure: on a full queue, serve reports and retry until room or stop."""
         blocked_since: float | None = None
         try:
             while True:
@@ -326,7 +387,7 @@ class TradeProducer:
                         with self._lock:
                             self.not_accepted += 1
                         return _STOPPED
-                    self._serve(producer, _BACKOFF_POLL_S)
+                    self._serve(_BACKOFF_POLL_S)
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
                     if dlq or err is None or err.code() not in PERMANENT_ERRORS:
@@ -357,27 +418,8 @@ class TradeProducer:
                 return  # no room before stop/deadline: stays pending (close() counts it as lost)
             self._failed.popleft()
 
-    def _serve(self, producer: Producer, timeout: float) -> None:
-        """Run the delivery reports that are ready (waiting up to ``timeout`` for one), one thread at a time."""
-        with self._serve_lock:
-            self._unserved = 0
-            producer.poll(timeout)
-            self._served_at = time.monotonic()
-
-    def _source_args(self, source: str) -> tuple[list[tuple[str, bytes]], Callable[[KafkaError | None, Any], None]]:
-        """Headers and delivery callback for trades of ``source`` (reports carry no headers), cached."""
-
-        def on_delivery(err: KafkaError | None, msg: Any) -> None:
-            if err is None:
-                self.delivered += 1  # callbacks run under _serve_lock: no other writer
-            else:
-                self._on_trade_error(source, err, msg)
-
-        headers = [("source", source.encode("utf-8")), ("schema_version", str(SCHEMA_VERSION).encode())]
-        args = self._per_source[source] = (headers, on_delivery)
-        return args
-
     def _on_trade_error(self, source: str, err: KafkaError, msg: Any) -> None:
+        self._trade_failures += 1  # callbacks run under _serve_lock: no other writer
         if err.code() in PERMANENT_ERRORS:
             self._dead_letter(err, msg.value(), source)
             return
