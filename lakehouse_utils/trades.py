@@ -66,10 +66,18 @@ def format_time(ts: datetime) -> str:
     """ISO-8601 in UTC with microseconds and a ``Z`` suffix."""
     if ts.tzinfo is not UTC:
         ts = ts.astimezone(UTC)  # naive times are taken as local time, as astimezone does
-    if ts.year < 1000:  # isoformat pads the year to 4 digits, strftime does not
-        return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    text = ts.isoformat()  # about twice as fast as strftime; "+00:00" suffix, no fraction when microsecond == 0
-    return f"{text[:-6]}Z" if ts.microsecond else f"{text[:-6]}.000000Z"
+    # The part up to the second comes from a small cache: trades arrive in time order, many per second,
+    # and datetime formatting (isoformat ~1.4 us, strftime ~3.8 us) is a tenth of a trade's cost.
+    key = (ts.second, ts.minute, ts.hour, ts.day, ts.month, ts.year)
+    prefix = _SECONDS.get(key)
+    if prefix is None:
+        if len(_SECONDS) >= 256:
+            _SECONDS.clear()
+        prefix = _SECONDS[key] = ts.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{ts.microsecond:06d}Z"
+
+
+_SECONDS: dict[tuple[int, int, int, int, int, int], str] = {}
 
 
 class Trade(NamedTuple):
