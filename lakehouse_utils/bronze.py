@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from .config import Settings
-from .streaming import ensure_table, repair_checkpoint, trigger_kwargs
+from .streaming import ensure_table, repair_checkpoint, scheduler_pool, trigger_kwargs
 
 QUERY_NAME = "bronze"
 CHECKPOINT = "kafka_to_bronze_trades"
@@ -65,16 +65,17 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
     ensure_bronze(spark, settings)
     checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
     repair_checkpoint(checkpoint)
-    return (
-        to_bronze(read_kafka(spark, settings, fail_on_data_loss))
-        .writeStream.format("delta")
-        .queryName(QUERY_NAME)
-        .outputMode("append")
-        .partitionBy("ingest_date")
-        .option("checkpointLocation", str(checkpoint))
-        .trigger(**trigger_kwargs(trigger or settings.trigger))
-        .start(str(settings.bronze))
-    )
+    with scheduler_pool(spark, QUERY_NAME):
+        return (
+            to_bronze(read_kafka(spark, settings, fail_on_data_loss))
+            .writeStream.format("delta")
+            .queryName(QUERY_NAME)
+            .outputMode("append")
+            .partitionBy("ingest_date")
+            .option("checkpointLocation", str(checkpoint))
+            .trigger(**trigger_kwargs(trigger or settings.trigger))
+            .start(str(settings.bronze))
+        )
 
 
 def ensure_bronze(spark: SparkSession, settings: Settings) -> None:

@@ -27,7 +27,7 @@ from .config import TIMEFRAMES, Settings, table_exists
 
 log = logging.getLogger(__name__)
 
-BAR_COLUMNS = ["symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap", "trades",
+BAR_COLUMNS = ["exchange", "symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap", "trades",
                "buy_volume", "sell_volume", "is_final", "updated_at"]  # == gold.BAR_COLUMNS
 _TIME_COLUMNS = ("bar_start", "bar_end", "updated_at")
 
@@ -52,6 +52,7 @@ def table_path(settings_or_gold_dir: Settings | str | Path, timeframe: str) -> P
 def empty_bars() -> pd.DataFrame:
     df = pd.DataFrame({c: pd.Series(dtype="float64") for c in BAR_COLUMNS})
     df["symbol"] = df["symbol"].astype("object")
+    df["exchange"] = df["exchange"].astype("object")
     for c in _TIME_COLUMNS:
         df[c] = pd.Series(dtype="datetime64[us, UTC]")
     df["trades"] = df["trades"].astype("int64")

@@ -1,44 +1,43 @@
-"""Gold: Silver trades -> OHLCV + VWAP bars per symbol (1m, 5m, 1h), the forming bar included.
+"""Gold: Silver trades -> OHLCV + VWAP bars per (exchange, symbol) for 1m, 5m and 1h, the forming bar included.
 
-``bars(trades, "1m")`` is the pure transformation (trades -> one row per symbol and bar).  ``start_gold``
-streams Silver; per micro-batch it folds the batch's bars into each table with one Delta MERGE keyed on
-(symbol, bar_start): open/close come from the first/last trade ordered by (event_time, trade_id), the
-other measures add up, and ``is_final`` turns true once the watermark (max event time seen minus
-``settings.watermark``) passes ``bar_end``.  Trades older than the watermark of the batch they arrive in
-are late: they go to ``<gold>/late_trades`` (counted, visible) instead of changing a final bar.  Every
-write carries Delta's idempotent-write id (app id, batch id), so a batch replayed after a crash changes
-nothing twice.  The watermark itself is kept per batch in a small Delta table next to the checkpoint.
+``bars(trades, "1m")`` is the pure transformation (trades -> one row per exchange, symbol and bar).
+``start_gold`` streams Silver into ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` with :class:`GoldWriter`
+(``gold_writer.py``), which keeps the forming bars in memory and writes each table with **one Delta commit
+per micro-batch**, no MERGE and no table scan:
+
+- Each table is partitioned by ``is_final``.  The ``is_final=false`` partition holds the forming bars (a few
+  rows); a batch rewrites it whole with ``replaceWhere "is_final = false"`` and, in the same commit, appends
+  the bars the watermark has just closed to ``is_final=true``.  A final bar never changes again.
+- The watermark is the max event time seen minus ``settings.watermark``; when the feed goes quiet it also
+  advances with the wall clock (:data:`IDLE_AFTER_S`), so the last bars turn final instead of forming forever.
+- Trades older than the watermark of the batch they arrive in are late: they go to ``<gold>/late_trades``.
+- Restarts are exact: every write carries Delta's idempotent-write id (app id, batch id), the batch's
+  watermark decision is logged in the checkpoint before any write, and the forming bars are reloaded from
+  the tables (see ``gold_writer.py``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
-from .config import TIMEFRAMES, Settings
+from .config import TIMEFRAMES, Settings, table_exists
 from .silver import SILVER_SCHEMA
 from .silver import ensure_tables as ensure_silver
-from .streaming import (
-    LayerStats,
-    ensure_table,
-    idempotent_append,
-    idempotent_dml,
-    parse_delay,
-    start_delta_foreach_batch,
-)
+from .streaming import ensure_table, start_delta_foreach_batch
 
 QUERY_NAME = "gold"
 CHECKPOINT = "silver_to_gold_bars"
+KEY = ["exchange", "symbol", "bar_start"]
 
-BAR_COLUMNS = ["symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap", "trades",
-               "buy_volume", "sell_volume", "is_final", "updated_at"]
+BAR_COLUMNS = ["exchange", "symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap",
+               "trades", "buy_volume", "sell_volume", "is_final", "updated_at"]
 GOLD_SCHEMA = T.StructType([
+    T.StructField("exchange", T.StringType()),
     T.StructField("symbol", T.StringType()),
     T.StructField("bar_start", T.TimestampType()),
     T.StructField("bar_end", T.TimestampType()),
@@ -48,24 +47,23 @@ GOLD_SCHEMA = T.StructType([
     T.StructField("sell_volume", T.DoubleType()),
     T.StructField("is_final", T.BooleanType()),
     T.StructField("updated_at", T.TimestampType()),
-    # Bookkeeping for exact incremental merges: sum(price*qty) and the first/last trade's order key.
+    # Bookkeeping for exact incremental bars: sum(price*qty) and the first/last trade's order key.
     T.StructField("notional", T.DoubleType()),
     T.StructField("first_time", T.TimestampType()),
     T.StructField("first_id", T.StringType()),
     T.StructField("last_time", T.TimestampType()),
     T.StructField("last_id", T.StringType()),
     T.StructField("bar_date", T.DateType()),
+    # The watermark after the write, and the micro-batch that wrote the row.
+    T.StructField("watermark", T.TimestampType()),
+    T.StructField("batch_id", T.LongType()),
 ])
-PARTITIONS = ["bar_date", "symbol"]
+PARTITIONS = ["is_final"]
 LATE_SCHEMA = T.StructType([
     *SILVER_SCHEMA.fields,
     T.StructField("watermark", T.TimestampType()),
     T.StructField("reason", T.StringType()),
     T.StructField("detected_at", T.TimestampType()),
-])
-STATE_SCHEMA = T.StructType([
-    T.StructField("batch_id", T.LongType()),
-    T.StructField("max_event_time", T.TimestampType()),
 ])
 
 
@@ -77,25 +75,18 @@ def late_path(settings: Settings) -> Path:
     return settings.late_trades
 
 
-def state_path(checkpoint: Path) -> Path:
-    """The per-batch watermark state lives with the checkpoint: a new checkpoint starts a new clock."""
-    return Path(checkpoint) / "watermark_state"
-
-
-def _order_key(time_col: str, id_col: str, prefix: str = "") -> Column:
+def order_key(time_col: str = "event_time", id_col: str = "trade_id") -> Column:
     """(event_time, trade_id) order; numeric ids compare as numbers (shorter string first)."""
-    t, i = F.col(prefix + time_col), F.col(prefix + id_col)
-    return F.struct(t.alias("t"), F.length(i).alias("n"), i.alias("id"))
+    return F.struct(F.unix_micros(time_col).alias("t"), F.length(id_col).alias("n"), F.col(id_col).alias("id"))
 
 
-def bars(trades: DataFrame, timeframe: str, watermark: datetime | None = None) -> DataFrame:
-    """Silver trades -> one bar per (symbol, bar_start) of ``timeframe`` (a key of TIMEFRAMES)."""
-    seconds = TIMEFRAMES[timeframe]
-    bar_start = F.timestamp_seconds(F.floor(F.unix_micros("event_time") / (seconds * 1_000_000)) * seconds)
-    key = _order_key("event_time", "trade_id")
+def bars(trades: DataFrame, timeframe: str, watermark_us: int | None = None) -> DataFrame:
+    """Silver trades -> one bar per (exchange, symbol, bar_start) of ``timeframe`` (a key of TIMEFRAMES)."""
+    step = TIMEFRAMES[timeframe] * 1_000_000
+    us = F.unix_micros("event_time")
     agg = (
-        trades.withColumn("bar_start", bar_start).withColumn("_k", key)
-        .groupBy("symbol", "bar_start")
+        trades.withColumn("start_us", us - F.pmod(us, F.lit(step))).withColumn("_k", order_key())
+        .groupBy("exchange", "symbol", "start_us")
         .agg(
             F.min_by("price", "_k").alias("open"),
             F.max("price").alias("high"),
@@ -110,120 +101,70 @@ def bars(trades: DataFrame, timeframe: str, watermark: datetime | None = None) -
             F.max("_k").alias("_last"),
         )
     )
-    bar_end = F.col("bar_start") + F.make_dt_interval(secs=F.lit(seconds))
-    final = F.lit(False) if watermark is None else bar_end <= F.lit(watermark)
+    end_us = F.col("start_us") + F.lit(step)
+    final = F.lit(False) if watermark_us is None else end_us <= F.lit(watermark_us)
     return agg.select(
-        "symbol", "bar_start", bar_end.alias("bar_end"), "open", "high", "low", "close", "volume",
+        "exchange", "symbol", F.timestamp_micros("start_us").alias("bar_start"),
+        F.timestamp_micros(end_us).alias("bar_end"), "open", "high", "low", "close", "volume",
         (F.col("notional") / F.col("volume")).alias("vwap"), "trades", "buy_volume", "sell_volume",
         final.alias("is_final"), F.current_timestamp().alias("updated_at"), "notional",
-        F.col("_first.t").alias("first_time"), F.col("_first.id").alias("first_id"),
-        F.col("_last.t").alias("last_time"), F.col("_last.id").alias("last_id"),
-        F.to_date("bar_start").alias("bar_date"),
+        F.timestamp_micros(F.col("_first.t")).alias("first_time"), F.col("_first.id").alias("first_id"),
+        F.timestamp_micros(F.col("_last.t")).alias("last_time"), F.col("_last.id").alias("last_id"),
+        F.to_date(F.timestamp_micros("start_us")).alias("bar_date"),
     )
 
 
-def merge_bars(spark: SparkSession, path: str | Path, updates: DataFrame, watermark: datetime | None) -> None:
-    """Fold ``updates`` (from ``bars``) into the table at ``path`` and finalize bars behind the watermark."""
-    t, s = "t.", "s."
-    s_first, t_first = _order_key("first_time", "first_id", s), _order_key("first_time", "first_id", t)
-    s_last, t_last = _order_key("last_time", "last_id", s), _order_key("last_time", "last_id", t)
-    earlier, later = s_first < t_first, s_last > t_last
-    col = F.col
-    wm = F.lit(watermark).cast("timestamp") if watermark else F.lit(None).cast("timestamp")
-    final = F.coalesce(col(t + "bar_end") <= wm, F.lit(False))
-    matched = {
-        "open": F.when(earlier, col(s + "open")).otherwise(col(t + "open")),
-        "first_time": F.when(earlier, col(s + "first_time")).otherwise(col(t + "first_time")),
-        "first_id": F.when(earlier, col(s + "first_id")).otherwise(col(t + "first_id")),
-        "close": F.when(later, col(s + "close")).otherwise(col(t + "close")),
-        "last_time": F.when(later, col(s + "last_time")).otherwise(col(t + "last_time")),
-        "last_id": F.when(later, col(s + "last_id")).otherwise(col(t + "last_id")),
-        "high": F.greatest(col(t + "high"), col(s + "high")),
-        "low": F.least(col(t + "low"), col(s + "low")),
-        "volume": col(t + "volume") + col(s + "volume"),
-        "notional": col(t + "notional") + col(s + "notional"),
-        "vwap": (col(t + "notional") + col(s + "notional")) / (col(t + "volume") + col(s + "volume")),
-        "trades": col(t + "trades") + col(s + "trades"),
-        "buy_volume": col(t + "buy_volume") + col(s + "buy_volume"),
-        "sell_volume": col(t + "sell_volume") + col(s + "sell_volume"),
-        "is_final": final,
-        "updated_at": F.current_timestamp(),
-    }
-    inserted = {c: col(s + c) for c in GOLD_SCHEMA.fieldNames()}
-    inserted["is_final"] = F.coalesce(col(s + "bar_end") <= wm, F.lit(False))
-    merge = (
-        DeltaTable.forPath(spark, str(path)).alias("t")
-        .merge(updates.alias("s"), "t.bar_date = s.bar_date AND t.symbol = s.symbol AND t.bar_start = s.bar_start")
-        .whenMatchedUpdate(set=matched)
-        .whenNotMatchedInsert(values=inserted)
-    )
-    if watermark is not None:
-        merge = merge.whenNotMatchedBySourceUpdate(
-            condition=~col(t + "is_final") & (col(t + "bar_end") <= wm),
-            set={"is_final": F.lit(True), "updated_at": F.current_timestamp()},
-        )
-    merge.execute()
+def check_layout(spark: SparkSession, path: Path) -> None:
+    """Refuse a Gold table of the old layout (MERGE'd, no exchange): it must be rebuilt from Silver."""
+    if not table_exists(path):
+        return
+    columns = set(spark.read.format("delta").load(str(path)).columns)
+    missing = {"exchange", "batch_id", "watermark"} - columns
+    if missing:
+        raise RuntimeError(
+            f"{path} has the old Gold layout (no {', '.join(sorted(missing))}). Gold is rebuilt from Silver: "
+            f"delete the Gold tables and the '{CHECKPOINT}' checkpoint (or run `lakehouse reset`), then start again.")
 
 
-def _max_event_time_before(spark: SparkSession, state_table: Path, batch_id: int) -> datetime | None:
-    state = spark.read.format("delta").load(str(state_table))
-    return state.where(F.col("batch_id") < batch_id).agg(F.max("max_event_time")).first()[0]
+def ensure_tables(spark: SparkSession, settings: Settings) -> None:
+    ensure_silver(spark, settings)
+    for tf in TIMEFRAMES:
+        check_layout(spark, bars_path(settings, tf))
+        ensure_table(spark, bars_path(settings, tf), GOLD_SCHEMA, PARTITIONS)
+    ensure_table(spark, late_path(settings), LATE_SCHEMA, ["event_date"])
 
 
 def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str,
-                  checkpoint: Path | None = None, stats: LayerStats | None = None) -> None:
-    spark = batch.sparkSession
-    state_table = state_path(checkpoint or settings.checkpoint(CHECKPOINT))
-    delay = parse_delay(settings.watermark)
-    trades = batch.select(*SILVER_SCHEMA.fieldNames()).persist()
-    try:
-        batch_max = trades.agg(F.max("event_time")).first()[0]
-        if batch_max is None:
-            return
-        prev_max = _max_event_time_before(spark, state_table, batch_id)
-        before = prev_max - delay if prev_max is not None else None
-        new_max = max(prev_max, batch_max) if prev_max is not None else batch_max
-        after = new_max - delay
-        on_time = trades if before is None else trades.where(F.col("event_time") >= F.lit(before))
-        if before is not None:
-            late = trades.where(F.col("event_time") < F.lit(before)).select(
-                "*", F.lit(before).cast("timestamp").alias("watermark"),
-                F.lit("late: event_time older than the watermark").alias("reason"),
-                F.current_timestamp().alias("detected_at"))
-            idempotent_append(late, late_path(settings), app_id, batch_id, ["event_date"])
-            if stats is not None:
-                stats.add(batch_id, "late", late.count())
-        with idempotent_dml(spark, app_id, batch_id):
-            for tf in TIMEFRAMES:
-                merge_bars(spark, bars_path(settings, tf), bars(on_time, tf), after)
-        state = spark.createDataFrame([(batch_id, new_max)], STATE_SCHEMA)
-        idempotent_append(state, state_table, app_id, batch_id, [])
-        if stats is not None:
-            stats["watermark"] = after.isoformat(sep=" ")
-    finally:
-        trades.unpersist()
+                  checkpoint: Path | None = None, stats=None) -> None:
+    """One micro-batch through the (cached) :class:`GoldWriter` of ``(app_id, checkpoint)``."""
+    from .gold_writer import GoldWriter
 
-
-def ensure_tables(spark: SparkSession, settings: Settings, checkpoint: Path | None = None) -> None:
-    ensure_silver(spark, settings)
-    for tf in TIMEFRAMES:
-        ensure_table(spark, bars_path(settings, tf), GOLD_SCHEMA, PARTITIONS)
-    ensure_table(spark, late_path(settings), LATE_SCHEMA, ["event_date"])
-    ensure_table(spark, state_path(checkpoint or settings.checkpoint(CHECKPOINT)), STATE_SCHEMA, [])
+    writer = GoldWriter.for_app(batch.sparkSession, settings, app_id, checkpoint or settings.checkpoint(CHECKPOINT))
+    writer.process(batch, batch_id, stats)
 
 
 def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = None,
                checkpoint: str | Path | None = None) -> StreamingQuery:
     """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
+    from .gold_writer import GoldWriter, start_idle_finalizer
+
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
-    ensure_tables(spark, settings, checkpoint)
-    return start_delta_foreach_batch(
-        spark, settings.silver, QUERY_NAME, checkpoint, trigger or settings.trigger,
-        lambda batch, batch_id, app_id, stats: process_batch(batch, batch_id, settings, app_id, checkpoint, stats),
-    )
+    ensure_tables(spark, settings)
+
+    def run(batch: DataFrame, batch_id: int, app_id: str, stats) -> None:
+        GoldWriter.for_app(spark, settings, app_id, checkpoint).process(batch, batch_id, stats)
+
+    query = start_delta_foreach_batch(spark, settings.silver, QUERY_NAME, checkpoint, trigger or settings.trigger,
+                                      run)
+    start_idle_finalizer(query, spark, settings, checkpoint)
+    return query
 
 
 def latest_bars(spark: SparkSession, settings: Settings, timeframe: str = "1m", n: int = 10) -> DataFrame:
     """The most recent bars first (the seed's Gold verification), the forming bar included."""
     return (spark.read.format("delta").load(str(bars_path(settings, timeframe)))
-            .select(*BAR_COLUMNS).orderBy(F.col("bar_start").desc(), "symbol").limit(n))
+            .select(*BAR_COLUMNS).orderBy(F.col("bar_start").desc(), "exchange", "symbol").limit(n))
+
+
+__all__ = ["BAR_COLUMNS", "GOLD_SCHEMA", "KEY", "SILVER_SCHEMA", "TIMEFRAMES", "bars", "bars_path",
+           "ensure_tables", "late_path", "latest_bars", "process_batch", "start_gold"]

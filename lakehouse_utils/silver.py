@@ -134,8 +134,7 @@ def new_trades(batch: DataFrame, existing: DataFrame) -> DataFrame:
     return batch.join(existing.select(*KEYS), KEYS, "left_anti")
 
 
-def _existing_in_range(spark: SparkSession, path: str, batch: DataFrame) -> DataFrame | None:
-    lo, hi = batch.agg(F.min("event_time"), F.max("event_time")).first()
+def _existing_in_range(spark: SparkSession, path: str, lo, hi) -> DataFrame | None:
     if lo is None or not table_exists(path):
         return None
     return spark.read.format("delta").load(path).where(F.col("event_time").between(lo, hi)) \
@@ -147,15 +146,19 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
     spark = batch.sparkSession
     parsed = parse_bronze(batch).persist()
     try:
-        good = valid_trades(parsed).persist()
-        existing = _existing_in_range(spark, str(settings.silver), good)
-        fresh = good if existing is None else new_trades(good, existing)
-        idempotent_append(fresh, settings.silver, app_id, batch_id, ["event_date"])
-        bad = quarantined(parsed)
-        idempotent_append(bad, settings.quarantine, app_id, batch_id, ["ingest_date"])
+        # one pass for what the writes need to know: how many bad rows, the valid rows' time range
+        valid = F.col("reason").isNull()
+        n_bad, lo, hi = parsed.agg(F.count(F.when(~valid, 1)), F.min(F.when(valid, F.col("event_time"))),
+                                   F.max(F.when(valid, F.col("event_time")))).first()
+        if lo is not None:
+            good = valid_trades(parsed)
+            existing = _existing_in_range(spark, str(settings.silver), lo, hi)
+            fresh = good if existing is None else new_trades(good, existing)
+            idempotent_append(fresh, settings.silver, app_id, batch_id, ["event_date"])
+        if n_bad:
+            idempotent_append(quarantined(parsed), settings.quarantine, app_id, batch_id, ["ingest_date"])
         if stats is not None:
-            stats.add(batch_id, "quarantined", bad.count())
-        good.unpersist()
+            stats.add(batch_id, "quarantined", n_bad)
     finally:
         parsed.unpersist()
 

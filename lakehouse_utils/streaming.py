@@ -105,6 +105,23 @@ def idempotent_dml(spark: SparkSession, app_id: str, batch_id: int):
 BatchFn = Callable[[DataFrame, int, str, "LayerStats"], None]
 
 
+@contextmanager
+def scheduler_pool(spark: SparkSession, name: str):
+    """Start a query inside this block and its jobs run in the FAIR scheduler pool ``name``.
+
+    A query's stream thread inherits the local properties of the thread that started it, so each layer gets
+    its own pool: a long Gold job no longer holds Bronze's and Silver's tasks back (``spark.scheduler.mode``
+    is FAIR in ``get_spark``; without it the pool is ignored).
+    """
+    sc = spark.sparkContext
+    before = sc.getLocalProperty("spark.scheduler.pool")
+    sc.setLocalProperty("spark.scheduler.pool", name)
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.scheduler.pool", before)  # type: ignore[arg-type]
+
+
 def start_delta_foreach_batch(spark: SparkSession, source: str | Path, name: str, checkpoint: str | Path,
                               trigger: str, process: BatchFn) -> StreamingQuery:
     """Stream a Delta table through ``process(batch, batch_id, app_id, stats)``.
@@ -122,14 +139,15 @@ def start_delta_foreach_batch(spark: SparkSession, source: str | Path, name: str
             app_id.append(f"{name}-{query_id_of(checkpoint)}")
         process(batch, batch_id, app_id[0], stats)
 
-    query = (
-        spark.readStream.format("delta").load(str(source))
-        .writeStream.queryName(name)
-        .foreachBatch(run)
-        .option("checkpointLocation", str(checkpoint))
-        .trigger(**trigger_kwargs(trigger))
-        .start()
-    )
+    with scheduler_pool(spark, name):
+        query = (
+            spark.readStream.format("delta").load(str(source))
+            .writeStream.queryName(name)
+            .foreachBatch(run)
+            .option("checkpointLocation", str(checkpoint))
+            .trigger(**trigger_kwargs(trigger))
+            .start()
+        )
     query.layer_stats = stats
     return query
 

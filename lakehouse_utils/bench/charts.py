@@ -45,6 +45,8 @@ def synthetic_bars(n: int, symbol: str = "BTC/USD", start: str = "2026-01-01T00:
 def gold_frame(bars: pd.DataFrame, timeframe: str = "1m") -> pd.DataFrame:
     """Fill bar_end / updated_at / bar_date and order the columns like Gold (times UTC, microseconds)."""
     df = bars.copy()
+    if "exchange" not in df:
+        df["exchange"] = "kraken"
     df["bar_start"] = pd.to_datetime(df["bar_start"], utc=True).astype("datetime64[us, UTC]")
     if "bar_end" not in df:
         df["bar_end"] = df["bar_start"] + pd.Timedelta(seconds=TIMEFRAMES[timeframe])
@@ -59,16 +61,17 @@ def gold_frame(bars: pd.DataFrame, timeframe: str = "1m") -> pd.DataFrame:
 
 
 def write_gold_bars(path: str | Path, bars: pd.DataFrame, timeframe: str = "1m") -> None:
-    """Upsert bars into a Gold-shaped Delta table on (symbol, bar_start), creating it (partitioned by
-    bar_date, symbol like Gold) if needed: one commit, like one Gold micro-batch."""
+    """Upsert bars into a Gold-shaped Delta table on (exchange, symbol, bar_start), creating it (partitioned
+    by is_final like Gold) if needed: one commit, like one Gold micro-batch."""
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
     data = pa.Table.from_pandas(gold_frame(bars, timeframe), preserve_index=False)
     if not (Path(path) / "_delta_log").is_dir():
-        write_deltalake(str(path), data, mode="append", partition_by=["bar_date", "symbol"])
+        write_deltalake(str(path), data, mode="append", partition_by=["is_final"])
         return
-    (DeltaTable(str(path)).merge(data, predicate="t.symbol = s.symbol AND t.bar_start = s.bar_start",
+    (DeltaTable(str(path)).merge(data, predicate="t.exchange = s.exchange AND t.symbol = s.symbol "
+                                                 "AND t.bar_start = s.bar_start",
                                  source_alias="s", target_alias="t")
      .when_matched_update_all().when_not_matched_insert_all().execute())
 

@@ -1,0 +1,297 @@
+"""Gold's write path: forming bars in memory, one ``replaceWhere`` commit per table and batch.
+
+Per micro-batch (:meth:`GoldWriter.process`):
+
+1. The watermark before the batch (``wm_before``) splits late from on-time trades; one Spark aggregation
+   gives the batch's 1-minute fragments (``bars.Bar``) and its max event time.
+2. The decision ``(wm_before, wm_after)`` is logged to ``<checkpoint>/gold_state.json`` before any write,
+   so a batch replayed after a crash makes exactly the same decision.
+3. Late trades are appended to ``late_trades`` (only if there are any).
+4. For 1m, 5m and 1h: the fragments are rolled up and folded into the forming bars kept in memory; bars the
+   watermark passed become final; the table's ``is_final=false`` partition is replaced by the forming bars
+   and the new final bars are added, in one commit that carries (app id, batch id).  Each row records the
+   ``batch_id`` that wrote it, so after a restart a table that already holds a batch is not folded twice.
+
+:meth:`GoldWriter.finalize_idle` moves the watermark on with the wall clock once no trade has arrived for
+:data:`IDLE_AFTER_S` seconds (``max event time + idle time - watermark delay``), so bars turn final when the
+feed goes quiet.  It runs on a background thread beside the query, never while a batch is pending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.streaming import StreamingQuery
+
+from .bars import US, Bar, Key, fold_all, roll_up, split_final
+from .config import TIMEFRAMES, Settings
+from .gold import GOLD_SCHEMA, bars_path, late_path, order_key
+from .silver import SILVER_SCHEMA
+from .streaming import LayerStats, idempotent_append, parse_delay, query_id_of
+
+IDLE_AFTER_S = 10.0  # no trade for this long: the watermark follows the wall clock
+STATE_FILE = "gold_state.json"
+_KEEP_DECISIONS = 20
+_ROW_SCHEMA = T.StructType([
+    T.StructField("exchange", T.StringType()), T.StructField("symbol", T.StringType()),
+    T.StructField("start_us", T.LongType()), T.StructField("end_us", T.LongType()),
+    *[T.StructField(c, T.DoubleType()) for c in ("open", "high", "low", "close", "volume", "vwap")],
+    T.StructField("trades", T.LongType()),
+    T.StructField("buy_volume", T.DoubleType()), T.StructField("sell_volume", T.DoubleType()),
+    T.StructField("is_final", T.BooleanType()), T.StructField("updated_us", T.LongType()),
+    T.StructField("notional", T.DoubleType()),
+    T.StructField("first_us", T.LongType()), T.StructField("first_id", T.StringType()),
+    T.StructField("last_us", T.LongType()), T.StructField("last_id", T.StringType()),
+    T.StructField("watermark_us", T.LongType()), T.StructField("batch_id", T.LongType()),
+])
+_TS = {"bar_start": "start_us", "bar_end": "end_us", "updated_at": "updated_us", "first_time": "first_us",
+       "last_time": "last_us", "watermark": "watermark_us"}
+
+
+def to_datetime(us: int | None) -> datetime | None:
+    """Epoch microseconds -> naive UTC datetime (as Spark's session time zone UTC shows it)."""
+    return None if us is None else datetime(1970, 1, 1) + timedelta(microseconds=us)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _row(b: Bar, final: bool, watermark_us: int | None, batch_id: int) -> tuple:
+    return (b.exchange, b.symbol, b.start_us, b.end_us, b.open, b.high, b.low, b.close, b.volume, b.vwap,
+            b.trades, b.buy_volume, b.sell_volume, final, b.updated_us, b.notional, b.first[0], b.first[2],
+            b.last[0], b.last[2], watermark_us, batch_id)
+
+
+def _fragment(r: Any, seconds: int, now_us: int) -> Bar:
+    return Bar(r.exchange, r.symbol, r.start_us, seconds, r.open, r.high, r.low, r.close, r.volume, r.notional,
+               r.trades, r.buy_volume, r.sell_volume, (r.f_us, len(r.f_id), r.f_id), (r.l_us, len(r.l_id), r.l_id),
+               now_us)
+
+
+def minute_fragments(trades: DataFrame, wm_before_us: int | None) -> DataFrame:
+    """One row per (exchange, symbol, minute, late?) with the fragment's measures (one Spark job)."""
+    step = TIMEFRAMES["1m"] * US
+    us = F.unix_micros("event_time")
+    late = F.lit(False) if wm_before_us is None else us < F.lit(wm_before_us)
+    return (
+        trades.select("exchange", "symbol", (us - F.pmod(us, F.lit(step))).alias("start_us"), late.alias("late"),
+                      "price", "qty", "side", order_key().alias("_k"))
+        .groupBy("exchange", "symbol", "start_us", "late")
+        .agg(F.min_by("price", "_k").alias("open"), F.max("price").alias("high"), F.min("price").alias("low"),
+             F.max_by("price", "_k").alias("close"), F.sum("qty").alias("volume"),
+             F.sum(F.col("price") * F.col("qty")).alias("notional"), F.count(F.lit(1)).alias("trades"),
+             F.sum(F.when(F.col("side") == "buy", F.col("qty")).otherwise(0.0)).alias("buy_volume"),
+             F.sum(F.when(F.col("side") == "sell", F.col("qty")).otherwise(0.0)).alias("sell_volume"),
+             F.min("_k").alias("_f"), F.max("_k").alias("_l"))
+        .select("*", F.col("_f.t").alias("f_us"), F.col("_f.id").alias("f_id"), F.col("_l.t").alias("l_us"),
+                F.col("_l.id").alias("l_id"))
+    )
+
+
+class GoldWriter:
+    """The Gold state of one query (checkpoint): forming bars per timeframe, watermark, decisions."""
+
+    _cache: dict[tuple[str, str], GoldWriter] = {}
+    _cache_lock = threading.Lock()
+
+    def __init__(self, spark: SparkSession, settings: Settings, app_id: str, checkpoint: str | Path) -> None:
+        self.spark, self.settings, self.app_id = spark, settings, app_id
+        # a batch's commit replaces the forming partition and adds final bars: both are in the written data
+        spark.conf.set("spark.databricks.delta.replaceWhere.constraintCheck.enabled", "false")
+        self.delay_us = int(parse_delay(settings.watermark).total_seconds() * US)
+        self.state_file = Path(checkpoint) / STATE_FILE
+        self.lock = threading.RLock()
+        state = self._read_state()
+        self.watermark_us: int | None = state.get("watermark_us")
+        self.max_event_us: int | None = state.get("max_event_us")
+        self.decisions: dict[int, dict[str, int | None]] = {int(k): v for k, v in state.get("batches", {}).items()}
+        self.forming: dict[str, dict[Key, Bar]] = {}
+        self.applied: dict[str, int] = {}
+        for tf in TIMEFRAMES:
+            self.forming[tf], self.applied[tf] = self._load(tf)
+        self.last_arrival = time.monotonic()
+
+    @classmethod
+    def for_app(cls, spark: SparkSession, settings: Settings, app_id: str, checkpoint: str | Path) -> GoldWriter:
+        key = (str(Path(checkpoint).resolve()), app_id)
+        with cls._cache_lock:
+            cached = cls._cache.get(key)
+            if cached is None or cached.spark is not spark:
+                cls._cache[key] = cls(spark, settings, app_id, checkpoint)
+            return cls._cache[key]
+
+    # -- state ----------------------------------------------------------------------------------------
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self) -> None:
+        keep = sorted(self.decisions)[-_KEEP_DECISIONS:]
+        state = {"watermark_us": self.watermark_us, "max_event_us": self.max_event_us,
+                 "batches": {str(b): self.decisions[b] for b in keep}}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_file)  # atomic: a crash leaves the old or the new state, never half
+
+    def _load(self, tf: str) -> tuple[dict[Key, Bar], int]:
+        """The forming bars of a table and the last batch it holds (-1 if none)."""
+        df = self.spark.read.format("delta").load(str(bars_path(self.settings, tf)))
+        applied = df.agg(F.max("batch_id")).first()[0]
+        rows = df.where(~F.col("is_final")).select(
+            "exchange", "symbol", F.unix_micros("bar_start").alias("start_us"), "open", "high", "low", "close",
+            "volume", "notional", "trades", "buy_volume", "sell_volume", F.unix_micros("first_time").alias("f_us"),
+            F.col("first_id").alias("f_id"), F.unix_micros("last_time").alias("l_us"), F.col("last_id").alias("l_id"),
+            F.unix_micros("updated_at").alias("updated_us")).collect()
+        bars = {}
+        for r in rows:
+            b = _fragment(r, TIMEFRAMES[tf], r.updated_us)
+            bars[b.key] = b
+        return bars, -1 if applied is None else int(applied)
+
+    @property
+    def watermark(self) -> datetime | None:
+        return to_datetime(self.watermark_us)
+
+    # -- writing --------------------------------------------------------------------------------------
+    def _write(self, tf: str, forming: dict[Key, Bar], finals: list[Bar], watermark_us: int | None,
+               batch_id: int, txn: bool) -> None:
+        rows = [_row(b, True, watermark_us, batch_id) for b in finals]
+        rows += [_row(b, False, watermark_us, batch_id) for b in forming.values()]
+        df = self.spark.createDataFrame(rows, _ROW_SCHEMA)
+        df = df.select(*[F.timestamp_micros(_TS[c]).alias(c) if c in _TS else
+                         F.to_date(F.timestamp_micros("start_us")).alias(c) if c == "bar_date" else F.col(c)
+                         for c in GOLD_SCHEMA.fieldNames()]).coalesce(1)
+        writer = df.write.format("delta").mode("overwrite").option("replaceWhere", "is_final = false")
+        if txn:
+            writer = writer.option("txnAppId", self.app_id).option("txnVersion", batch_id)
+        writer.save(str(bars_path(self.settings, tf)))
+
+    def _decide(self, batch_id: int, batch_max_us: int | None, wm_before: int | None) -> dict[str, int | None]:
+        new_max = batch_max_us if self.max_event_us is None else max(self.max_event_us, batch_max_us or 0)
+        wm_after = None if new_max is None else new_max - self.delay_us
+        if wm_before is not None and (wm_after is None or wm_after < wm_before):
+            wm_after = wm_before
+        return {"wm_before": wm_before, "wm_after": wm_after, "max_event": new_max}
+
+    def process(self, batch: DataFrame, batch_id: int, stats: LayerStats | None = None) -> None:
+        with self.lock:
+            decision = self.decisions.get(batch_id)
+            wm_before = decision["wm_before"] if decision else self.watermark_us
+            trades = batch.select(*SILVER_SCHEMA.fieldNames())
+            frags = minute_fragments(trades, wm_before).collect()
+            if not frags:
+                return
+            now = _now_us()
+            if decision is None:
+                decision = self._decide(batch_id, max(r.l_us for r in frags), wm_before)
+                self.decisions[batch_id] = decision
+                self.max_event_us, self.watermark_us = decision["max_event"], decision["wm_after"]
+                self._save_state()  # before any write: a replay makes the same decision
+            wm_after = decision["wm_after"]
+            n_late = sum(r.trades for r in frags if r.late)
+            if n_late:
+                when = F.lit(to_datetime(wm_before)).cast("timestamp")
+                late = trades.where(F.unix_micros("event_time") < F.lit(wm_before)).select(
+                    "*", when.alias("watermark"), F.lit("late: event_time older than the watermark").alias("reason"),
+                    F.current_timestamp().alias("detected_at"))
+                idempotent_append(late, late_path(self.settings), self.app_id, batch_id, ["event_date"])
+            on_time = [_fragment(r, TIMEFRAMES["1m"], now) for r in frags if not r.late]
+            if on_time:
+                self.last_arrival = time.monotonic()
+            todo = [tf for tf in TIMEFRAMES if on_time and self.applied[tf] < batch_id]  # replay: done tables skip
+
+            def one(tf: str) -> None:
+                forming = fold_all(roll_up(on_time, TIMEFRAMES[tf]).values(), dict(self.forming[tf]))
+                finals = split_final(forming, wm_after)
+                self._write(tf, forming, finals, wm_after, batch_id, txn=True)
+                self.forming[tf], self.applied[tf] = forming, batch_id
+
+            _in_parallel(one, todo)
+            if stats is not None:
+                stats.add(batch_id, "late", n_late)
+                stats["watermark"] = to_datetime(wm_after).isoformat(sep=" ") if wm_after is not None else None
+
+    def finalize_idle(self, idle_after_s: float = IDLE_AFTER_S) -> int:
+        """Advance the watermark with the wall clock after ``idle_after_s`` without trades; bars finalized."""
+        with self.lock:
+            idle_s = time.monotonic() - self.last_arrival
+            if self.max_event_us is None or idle_s < idle_after_s:
+                return 0
+            wm = self.max_event_us + int(idle_s * US) - self.delay_us
+            if self.watermark_us is not None and wm <= self.watermark_us:
+                return 0
+            if not any(b.end_us <= wm for bars in self.forming.values() for b in bars.values()):
+                return 0
+            self.watermark_us = wm
+            self._save_state()  # later batches judge lateness by this watermark
+            done = 0
+            for tf in TIMEFRAMES:
+                forming = dict(self.forming[tf])
+                finals = split_final(forming, wm)
+                if finals:
+                    self._write(tf, forming, finals, wm, self.applied[tf], txn=False)
+                    self.forming[tf] = forming
+                    done += len(finals)
+            return done
+
+
+def _in_parallel(fn: Callable[[str], None], items: list[str]) -> None:
+    """``fn`` over ``items`` on threads (the three tables' commits are independent); first error re-raised."""
+    if len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(len(items), thread_name_prefix="gold-write") as pool:
+        for future in [pool.submit(fn, item) for item in items]:
+            future.result()
+
+
+def _pending_batch(checkpoint: Path) -> bool:
+    """Has Spark planned a batch it has not committed (a replay still to come)?"""
+    def last(sub: str) -> int:
+        return max((int(p.name) for p in (checkpoint / sub).glob("[0-9]*") if p.name.isdigit()), default=-1)
+
+    return last("offsets") > last("commits")
+
+
+def start_idle_finalizer(query: StreamingQuery, spark: SparkSession, settings: Settings,
+                         checkpoint: Path, every_s: float = 1.0) -> threading.Thread:
+    """A daemon thread finalizing bars while ``query`` runs and the feed is quiet (see the module doc)."""
+    def loop() -> None:
+        while query.isActive:
+            time.sleep(every_s)
+            try:
+                if not query.isActive or query.status.get("isTriggerActive") or _pending_batch(checkpoint):
+                    continue
+                if not (checkpoint / "metadata").exists():
+                    continue
+                writer = GoldWriter.for_app(spark, settings, f"{query.name}-{query_id_of(checkpoint)}", checkpoint)
+                n = writer.finalize_idle()
+                if n and hasattr(query, "layer_stats"):
+                    query.layer_stats["idle_final"] = query.layer_stats.get("idle_final", 0) + n
+                    query.layer_stats["watermark"] = writer.watermark.isoformat(sep=" ")
+            except Exception as exc:  # the query's own errors surface through query.exception()
+                if query.isActive and hasattr(query, "layer_stats"):
+                    query.layer_stats["idle_error"] = str(exc)[:200]
+
+    thread = threading.Thread(target=loop, name=f"gold-idle-{query.id}", daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = ["GoldWriter", "IDLE_AFTER_S", "minute_fragments", "start_idle_finalizer", "to_datetime"]
