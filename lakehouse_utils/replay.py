@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import struct
 import threading
 import time
 from collections import defaultdict, deque
@@ -38,6 +39,7 @@ from lakehouse_utils.trades import format_time
 
 SAMPLE_RECORDING = Path(__file__).with_name("data") / "kraken_v2_btcusd_2019-07-01T00.jsonl.gz"
 HEARTBEAT_S = 1.0
+_BATCH_FRAMES = 512  # at speed "max": recorded frames per socket write (one event loop turn each)
 _DEFAULT_STATUS = {
     "channel": "status",
     "type": "update",
@@ -45,13 +47,33 @@ _DEFAULT_STATUS = {
 }
 
 
+def _ws_text_frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, final WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
 @dataclass(frozen=True)
 class _Entry:
-    """One recorded frame: ``text`` is what goes on the wire."""
+    """One recorded frame: ``text`` is what goes on the wire, ``wire`` the same as a WebSocket frame."""
 
     recv_ms: int | None
     text: str
     frame: Any  # parsed frame, None for raw lines
+    wire: bytes
+    symbols: frozenset[str]  # the symbols of its trade items (empty for any other frame)
+
+    @classmethod
+    def of(cls, recv_ms: int | None, text: str, frame: Any) -> _Entry:
+        items = _trade_items(frame) or []
+        symbols = frozenset(i["symbol"] for i in items if isinstance(i, dict) and isinstance(i.get("symbol"), str))
+        return cls(recv_ms, text, frame, _ws_text_frame(text.encode("utf-8")), symbols)
 
 
 def _load(path: Path) -> tuple[str, list[_Entry]]:
@@ -59,10 +81,10 @@ def _load(path: Path) -> tuple[str, list[_Entry]]:
     entries = []
     for row in read_recording(path):
         if "raw" in row:
-            entries.append(_Entry(row.get("recv_ms"), str(row["raw"]), None))
+            entries.append(_Entry.of(row.get("recv_ms"), str(row["raw"]), None))
         else:
             frame = row.get("frame")
-            entries.append(_Entry(row.get("recv_ms"), json.dumps(frame, separators=(",", ":")), frame))
+            entries.append(_Entry.of(row.get("recv_ms"), json.dumps(frame, separators=(",", ":")), frame))
     if entries and isinstance(entries[0].frame, dict) and entries[0].frame.get("channel") == "status":
         return entries[0].text, entries[1:]
     return json.dumps(_DEFAULT_STATUS), entries
@@ -119,12 +141,7 @@ class ReplayServer:
         self.snapshot_size = snapshot_size
         self.close_when_done = close_when_done
         self._status, self._frames = _load(self.recording)
-        self._symbols = {
-            item["symbol"]
-            for entry in self._frames
-            for item in _trade_items(entry.frame) or []
-            if isinstance(item, dict) and isinstance(item.get("symbol"), str)
-        }
+        self._symbols = set().union(*(entry.symbols for entry in self._frames))
         # replay state, shared across connections (touched only on the server thread)
         self.finished = threading.Event()
         self.frames_sent = 0
@@ -262,13 +279,20 @@ class ReplayServer:
     # ---- replay -------------------------------------------------------------------------
 
     async def _replay(self, ws: ServerConnection, subscribed: set[str]) -> None:
-        """Send recorded frames from the shared position, then idle or close."""
+        """Send recorded frames from the shared position, then idle or close.
+
+        Paced, a frame at a time; at speed "max", up to ``_BATCH_FRAMES`` frames per socket write
+        (a ``ws.send`` and an event loop turn per frame capped the server at ~11k frames/s).
+        """
         while self._position < len(self._frames):
             index = self._position
             await self._send_injected(ws, index, index + 1)
-            await self._pace(ws, index)
-            await self._send_recorded(ws, self._frames[index], subscribed)
-            self._position += 1
+            if self.speed is None:
+                await self._send_recorded(ws, index, self._batch_end(index), subscribed)
+                await asyncio.sleep(0)  # let requests (ping, stop) through at full speed
+            else:
+                await self._pace(ws, index)
+                await self._send_recorded(ws, index, index + 1, subscribed)
             if self.drop_after is not None and not self._dropped and self.frames_sent >= self.drop_after:
                 self._dropped = True
                 ws.transport.close()  # flushes what was sent, then FIN without a close frame
@@ -289,10 +313,19 @@ class ReplayServer:
                 self._injected.add(index)
                 await ws.send(self.raw_frames[index])
 
+    def _batch_end(self, index: int) -> int:
+        """Where a batch starting at ``index`` stops: before the next injected frame or the drop point."""
+        end = min(len(self._frames), index + _BATCH_FRAMES)
+        pending = [i for i in self.raw_frames if i > index and i not in self._injected]
+        if pending:
+            end = min(end, min(pending))
+        if self.drop_after is not None and not self._dropped:
+            end = min(end, index + max(1, self.drop_after - self.frames_sent))
+        return end
+
     async def _pace(self, ws: ServerConnection, index: int) -> None:
         """Wait the recorded gap before frame ``index`` (scaled), heartbeating each second."""
         if self.speed is None or index == 0:
-            await asyncio.sleep(0)  # let requests (ping, stop) through at full speed
             return
         prev, cur = self._frames[index - 1].recv_ms, self._frames[index].recv_ms
         if prev is None or cur is None:
@@ -303,22 +336,34 @@ class ReplayServer:
             if deadline - time.monotonic() > 0:
                 await ws.send('{"channel":"heartbeat"}')
 
-    async def _send_recorded(self, ws: ServerConnection, entry: _Entry, subscribed: set[str]) -> None:
-        items = _trade_items(entry.frame)
-        if items is None:
-            await ws.send(entry.text)
-            self.frames_sent += 1
-            return
-        kept = [item for item in items if _wanted(item, subscribed)]
-        if items and not kept:
-            return
-        text = entry.text if len(kept) == len(items) else json.dumps({**entry.frame, "data": kept})
-        await ws.send(text)
-        self.frames_sent += 1
-        for item in kept:
-            if isinstance(item, dict) and "trade_id" in item:
-                self.trades_sent.append(str(item["trade_id"]))
-                self._recent[str(item.get("symbol"))].append(item)
+    async def _send_recorded(self, ws: ServerConnection, start: int, end: int, subscribed: set[str]) -> None:
+        """Send recorded frames [start, end) in one socket write; advances the replay position past them.
+
+        Trade items of symbols nobody subscribed to are left out (a frame left empty is not sent).
+        """
+        wires: list[bytes] = []
+        sent: list[list[Any]] = []  # the trade items of each frame sent
+        for entry in self._frames[start:end]:
+            items = _trade_items(entry.frame)
+            if items is None or entry.symbols <= subscribed:
+                wires.append(entry.wire)
+                sent.append(items or [])
+                continue
+            kept = [item for item in items if _wanted(item, subscribed)]
+            if items and not kept:
+                continue
+            wires.append(_ws_text_frame(json.dumps({**entry.frame, "data": kept}).encode("utf-8")))
+            sent.append(kept)
+        if wires:
+            async with ws.send_context():  # raises ConnectionClosed unless open; drains (flow control) on exit
+                ws.transport.write(b"".join(wires))
+        self._position = end
+        self.frames_sent += len(wires)
+        for items in sent:
+            for item in items:
+                if isinstance(item, dict) and "trade_id" in item:
+                    self.trades_sent.append(str(item["trade_id"]))
+                    self._recent[str(item.get("symbol"))].append(item)
 
 
 def serve(recording: str | Path | None = None, speed: float | str = "max", port: int = 8765) -> None:
