@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import json
 import socket
 import threading
@@ -165,6 +168,92 @@ def test_junk_frames_become_rejected_and_valid_trades_still_arrive() -> None:
     # rejects sit where they were injected: right before recorded frame 5 (trade_id 6)
     position = items.index(rejected[0])
     assert isinstance(items[position - 1], Trade) and items[position - 1].trade_id == "5"
+
+
+def ws_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes = b"") -> bytes:
+    """One WebSocket frame (RFC 6455 5.2), masked with ``mask`` if given."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    size = bytes([n]) if n < 126 else bytes([126]) + n.to_bytes(2, "big") if n < 1 << 16 else \
+        bytes([127]) + n.to_bytes(8, "big")
+    head += bytes([size[0] | (0x80 if mask else 0)]) + size[1:] + mask
+    return head + (bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if mask else payload)
+
+
+def client_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, unmasked payload) of the complete frames a client sent."""
+    out, pos = [], 0
+    while len(data) - pos >= 6:
+        length, head = data[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            length, head = int.from_bytes(data[head : head + 2], "big"), head + 2
+        key, head = data[head : head + 4], head + 4
+        if head + length > len(data):
+            break
+        out.append((data[pos] & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(data[head : head + length]))))
+        pos = head + length
+    return out
+
+
+def serve_raw_websocket(stream: bytes, received: list[bytes]) -> tuple[str, threading.Thread]:
+    """A one-connection WebSocket server on a plain socket: handshake, then ``stream`` in small pieces."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"ws://127.0.0.1:{listener.getsockname()[1]}"
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            conn.settimeout(10)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            pieces = [stream[i : i + 7] for i in range(0, 301, 7)]  # headers split across reads too
+            pieces += [stream[i : i + 4096] for i in range(len(pieces) * 7, len(stream), 4096)]
+            for piece in pieces:
+                conn.sendall(piece)
+                time.sleep(0.001 if len(piece) == 7 else 0)
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := conn.recv(65536):
+                    data += chunk
+            received.append(data)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return url, thread
+
+
+def test_frames_of_every_size_fragments_pings_and_masks_are_read() -> None:
+    sized = [trade_frame(trade_item(str(n), pad="x" * pad)).encode() for n, pad in ((1, 0), (2, 300), (3, 70_000))]
+    fragmented = trade_frame(trade_item("4"), trade_item("5")).encode()
+    stream = b"".join([
+        ws_frame(1, sized[0]),  # 7-bit length
+        ws_frame(1, sized[1]),  # 16-bit length
+        ws_frame(2, sized[2]),  # 64-bit length, binary
+        ws_frame(1, fragmented[:10], fin=False),
+        ws_frame(9, b"are you there"),  # a ping between fragments: answered with a pong
+        ws_frame(0, fragmented[10:30], fin=False),
+        ws_frame(0, fragmented[30:]),
+        ws_frame(10, b"unsolicited pong"),  # ignored
+        ws_frame(1, trade_frame(trade_item("6")).encode(), mask=b"\x01\x02\x03\x04"),  # servers should not mask
+        ws_frame(8, (1000).to_bytes(2, "big") + b"bye"),
+    ])
+    received: list[bytes] = []
+    url, server = serve_raw_websocket(stream, received)
+    source = KrakenV2Source(["BTC/USD"], url, end_on_close=True)
+    items = collect(source)
+    server.join(10)
+    assert [t.trade_id for t in trades_of(items)] == ["1", "2", "3", "4", "5", "6"] and rejects_of(items) == []
+    assert source.stats["frames"] == 5 and source.stats["reconnects"] == 0
+    sent_back = client_frames(received[0])
+    assert json.loads(sent_back[0][1])["method"] == "subscribe"
+    assert (10, b"are you there") in sent_back  # the pong
+    assert sent_back[-1][0] == 8  # the close answered
 
 
 def test_subscribe_error_ack_is_rejected_and_counted() -> None:
