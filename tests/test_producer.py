@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from lakehouse_utils.bench.producer import write_recording
 from lakehouse_utils.broker import LocalKafka, end_offsets, ensure_topic
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kraken import KrakenV2Source
+from lakehouse_utils.kraken import KrakenV2Source, read_recording
 from lakehouse_utils.producer import ProducerThread, TradeProducer, make_source
 from lakehouse_utils.replay import ReplayServer
 from lakehouse_utils.synthetic import SyntheticSource
@@ -349,6 +350,31 @@ def test_max_speed_synthetic_lands_exactly_once_in_order_and_counters_add_up(set
     assert [value.decode() for _, value, _ in records] == [t.to_json() for t in expected]  # each once, in order
     assert [key.decode() for key, _, _ in records] == [t.symbol for t in expected]
     assert {tuple(headers) for _, _, headers in records} == {(("source", b"synthetic"), ("schema_version", b"1"))}
+
+
+@pytest.mark.parametrize("per_frame", [None, 3])
+def test_a_large_replay_lands_exactly_once_in_order_per_symbol(settings: Settings, kafka: LocalKafka, tmp_path,
+                                                                per_frame: int | None) -> None:
+    n, pairs = 20_000, ["BTC/USD", "ETH/USD"]
+    recording = write_recording(tmp_path / "big.jsonl.gz", n, per_frame=per_frame, symbols=pairs)
+    recorded = [item for row in read_recording(recording) if row["frame"]["channel"] == "trade"
+                for item in row["frame"]["data"]]
+    source, cleanup = make_source("replay", pairs, file=recording, speed="max")
+    thread = ProducerThread(source, TradeProducer.from_settings(settings), name="replay", cleanup=cleanup)
+    run_to_end(thread, timeout=120)
+    status = thread.status()
+    assert status.state == "finished" and status.end_reason == "source ended" and status.ok
+    assert status.received == status.sent == status.delivered == n
+    assert (status.rejected, status.dlq_sent, status.in_flight, status.reconnects) == (0, 0, 0, 0)
+    assert end_offsets(kafka.bootstrap, settings.topic) == {0: n}
+
+    records = [json.loads(value) for _, value, _ in read_raw(kafka.bootstrap, settings.topic)]
+    for pair in pairs:  # per symbol: every recorded print once, in recorded order, values intact
+        got = [(r["trade_id"], r["price"], r["qty"], r["side"], r["event_time"]) for r in records
+               if r["symbol"] == pair]
+        want = [(str(i["trade_id"]), i["price"], i["qty"], i["side"], i["timestamp"]) for i in recorded
+                if i["symbol"] == pair]
+        assert got == want and len(want) == n // 2
 
 
 def test_make_source_kinds(tmp_path) -> None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,12 +42,15 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def write_recording(path: Path, n_trades: int, source: Path = SAMPLE_RECORDING) -> Path:
+def write_recording(path: Path, n_trades: int, *, per_frame: int | None = None, symbols: list[str] | None = None,
+                    source: Path = SAMPLE_RECORDING) -> Path:
     """A recording of ``n_trades`` trades: ``source`` repeated, each pass shifted past the previous one.
 
-    Frames keep their recorded shape (one or a few trades each); trade ids keep counting up and times
-    (``recv_ms`` and ``timestamp``) move on by the recording's span per pass, so every trade is distinct.
-    Written as gzipped JSON lines like the bundled hour.
+    Trade ids keep counting up and times (``recv_ms`` and ``timestamp``) move on by the recording's
+    span per pass, so every trade is distinct. Frames keep their recorded shape (the bundled hour:
+    one trade per frame, once two) unless ``per_frame`` regroups the trades, that many per frame.
+    ``symbols`` deals the trades round-robin over those symbols (default: as recorded). Written as
+    gzipped JSON lines like the bundled hour.
     """
     rows = list(read_recording(source))
     status = [r for r in rows if r.get("frame", {}).get("channel") == "status"][:1]
@@ -55,23 +60,42 @@ def write_recording(path: Path, n_trades: int, source: Path = SAMPLE_RECORDING) 
     ids = [int(item["trade_id"]) for r in frames for item in r["frame"]["data"]]
     id_span = max(ids) - min(ids) + 1
     ms_span = frames[-1]["recv_ms"] - frames[0]["recv_ms"] + 1000
-    written = 0
+
+    def trades() -> Iterator[tuple[int, dict[str, Any], str]]:  # (recv_ms, item, frame type), n_trades of them
+        made = 0
+        for lap in itertools.count():
+            shift = timedelta(milliseconds=ms_span * lap)
+            for row in frames:
+                for item in row["frame"]["data"]:
+                    ts = format_time(_parse_time(item["timestamp"]) + shift)
+                    symbol = symbols[made % len(symbols)] if symbols else item["symbol"]
+                    trade_id = int(item["trade_id"]) + id_span * lap
+                    moved = {**item, "symbol": symbol, "trade_id": trade_id, "timestamp": ts}
+                    yield row["recv_ms"] + ms_span * lap, moved, row["frame"].get("type", "update")
+                    made += 1
+                    if made == n_trades:
+                        return
+                if per_frame is None:
+                    yield -1, {}, ""  # end of a recorded frame
+
+    def line(recv_ms: int, data: list[dict[str, Any]], kind: str) -> str:
+        frame = {"channel": "trade", "type": kind, "data": data}
+        return json.dumps({"recv_ms": recv_ms, "frame": frame}, separators=(",", ":")) + "\n"
+
     with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as out:
         for row in status:
             out.write(json.dumps(row, separators=(",", ":")) + "\n")
-        for lap in range(n_trades):  # far more laps than needed: the loop ends on n_trades
-            shift = timedelta(milliseconds=ms_span * lap)
-            for row in frames:
-                data = []
-                for item in row["frame"]["data"][: n_trades - written]:
-                    ts = format_time(_parse_time(item["timestamp"]) + shift)
-                    data.append({**item, "trade_id": int(item["trade_id"]) + id_span * lap, "timestamp": ts})
-                written += len(data)
-                frame = {**row["frame"], "data": data}
-                out.write(json.dumps({"recv_ms": row["recv_ms"] + ms_span * lap, "frame": frame},
-                                     separators=(",", ":")) + "\n")
-                if written >= n_trades:
-                    return path
+        batch: list[dict[str, Any]] = []
+        last_ms, last_kind = 0, "update"
+        for recv_ms, item, kind in trades():
+            if item:
+                batch.append(item)
+                last_ms, last_kind = recv_ms, kind
+            if batch and (not item or len(batch) == per_frame):
+                out.write(line(last_ms, batch, last_kind))
+                batch = []
+        if batch:
+            out.write(line(last_ms, batch, last_kind))
     return path
 
 
