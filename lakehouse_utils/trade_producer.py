@@ -54,7 +54,7 @@ PERMANENT_ERRORS = frozenset({
 _BACKOFF_POLL_S = 0.05  # how long a blocked send() waits for room before retrying
 # send() serves librdkafka's reports (failures, logs) itself every this many messages: a poll per
 # message costs a GIL round trip, and there is nothing to serve while all goes well.
-SERVE_EVERY_MSGS = 1000
+SERVE_EVERY_MSGS = 10_000
 _QUEUED, _DEAD, _STOPPED = "queued", "dead-lettered", "stopped"  # outcomes of TradeProducer._produce
 
 Callback = Callable[[KafkaError | None, Any], None]
