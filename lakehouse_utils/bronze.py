@@ -9,8 +9,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
+from . import delta_io
 from .config import Settings
-from .streaming import ensure_table, repair_checkpoint, scheduler_pool, trigger_kwargs
+from .streaming import ensure_table, query_id_of, repair_checkpoint, scheduler_pool, trigger_kwargs
 
 QUERY_NAME = "bronze"
 CHECKPOINT = "kafka_to_bronze_trades"
@@ -61,20 +62,30 @@ def read_kafka(spark: SparkSession, settings: Settings, fail_on_data_loss: bool 
 
 def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = None,
                  fail_on_data_loss: bool = True, checkpoint: str | Path | None = None) -> StreamingQuery:
-    """Kafka topic -> ``settings.bronze`` (partitioned by ingest_date). ``trigger``: interval or 'available-now'."""
+    """Kafka topic -> ``settings.bronze`` (partitioned by ingest_date). ``trigger``: interval or 'available-now'.
+
+    Each micro-batch is committed with delta-rs (``delta_io.append``) carrying (query id, batch id), so a
+    batch replayed after a crash is not appended twice: the same guarantee as Spark's Delta sink, without
+    its state-reconstruction job per batch.
+    """
     ensure_bronze(spark, settings)
-    checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
+    checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     repair_checkpoint(checkpoint)
+    app_id: list[str] = []
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        if not app_id:
+            app_id.append(f"{QUERY_NAME}-{query_id_of(checkpoint)}")
+        delta_io.append(settings.bronze, batch.toArrow(), app_id[0], batch_id)
+
     with scheduler_pool(spark, QUERY_NAME):
         return (
             to_bronze(read_kafka(spark, settings, fail_on_data_loss))
-            .writeStream.format("delta")
-            .queryName(QUERY_NAME)
-            .outputMode("append")
-            .partitionBy("ingest_date")
+            .writeStream.queryName(QUERY_NAME)
+            .foreachBatch(write)
             .option("checkpointLocation", str(checkpoint))
             .trigger(**trigger_kwargs(trigger or settings.trigger))
-            .start(str(settings.bronze))
+            .start()
         )
 
 

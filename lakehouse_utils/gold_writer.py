@@ -29,34 +29,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
+from . import delta_io
 from .bars import US, Bar, Key, fold_all, roll_up, split_final
 from .config import TIMEFRAMES, Settings
-from .gold import GOLD_SCHEMA, bars_path, late_path, order_key
+from .gold import bars_path, late_path, order_key
 from .silver import SILVER_SCHEMA
-from .streaming import LayerStats, idempotent_append, parse_delay, query_id_of
+from .streaming import LayerStats, parse_delay, query_id_of
 
 IDLE_AFTER_S = 10.0  # no trade for this long: the watermark follows the wall clock
 STATE_FILE = "gold_state.json"
 _KEEP_DECISIONS = 20
-_ROW_SCHEMA = T.StructType([
-    T.StructField("exchange", T.StringType()), T.StructField("symbol", T.StringType()),
-    T.StructField("start_us", T.LongType()), T.StructField("end_us", T.LongType()),
-    *[T.StructField(c, T.DoubleType()) for c in ("open", "high", "low", "close", "volume", "vwap")],
-    T.StructField("trades", T.LongType()),
-    T.StructField("buy_volume", T.DoubleType()), T.StructField("sell_volume", T.DoubleType()),
-    T.StructField("is_final", T.BooleanType()), T.StructField("updated_us", T.LongType()),
-    T.StructField("notional", T.DoubleType()),
-    T.StructField("first_us", T.LongType()), T.StructField("first_id", T.StringType()),
-    T.StructField("last_us", T.LongType()), T.StructField("last_id", T.StringType()),
-    T.StructField("watermark_us", T.LongType()), T.StructField("batch_id", T.LongType()),
-])
-_TS = {"bar_start": "start_us", "bar_end": "end_us", "updated_at": "updated_us", "first_time": "first_us",
-       "last_time": "last_us", "watermark": "watermark_us"}
 
 
 def to_datetime(us: int | None) -> datetime | None:
@@ -68,10 +55,24 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _row(b: Bar, final: bool, watermark_us: int | None, batch_id: int) -> tuple:
-    return (b.exchange, b.symbol, b.start_us, b.end_us, b.open, b.high, b.low, b.close, b.volume, b.vwap,
-            b.trades, b.buy_volume, b.sell_volume, final, b.updated_us, b.notional, b.first[0], b.first[2],
-            b.last[0], b.last[2], watermark_us, batch_id)
+def _arrow(bars: list[Bar], final: list[bool], watermark_us: int | None, batch_id: int) -> pa.Table:
+    """Bars as an Arrow table with Gold's columns (``delta_io.conform`` casts it to the table's types)."""
+    ts = pa.timestamp("us", tz="UTC")
+    n = len(bars)
+    return pa.table({
+        "exchange": [b.exchange for b in bars], "symbol": [b.symbol for b in bars],
+        "bar_start": pa.array([b.start_us for b in bars], ts), "bar_end": pa.array([b.end_us for b in bars], ts),
+        "open": [b.open for b in bars], "high": [b.high for b in bars], "low": [b.low for b in bars],
+        "close": [b.close for b in bars], "volume": [b.volume for b in bars], "vwap": [b.vwap for b in bars],
+        "trades": pa.array([b.trades for b in bars], pa.int64()),
+        "buy_volume": [b.buy_volume for b in bars], "sell_volume": [b.sell_volume for b in bars],
+        "is_final": pa.array(final, pa.bool_()), "updated_at": pa.array([b.updated_us for b in bars], ts),
+        "notional": [b.notional for b in bars],
+        "first_time": pa.array([b.first[0] for b in bars], ts), "first_id": [b.first[2] for b in bars],
+        "last_time": pa.array([b.last[0] for b in bars], ts), "last_id": [b.last[2] for b in bars],
+        "bar_date": pa.array([b.start_us // (86_400 * US) for b in bars], pa.int32()).cast(pa.date32()),
+        "watermark": pa.array([watermark_us] * n, ts), "batch_id": pa.array([batch_id] * n, pa.int64()),
+    })
 
 
 def _fragment(r: Any, seconds: int, now_us: int) -> Bar:
@@ -149,19 +150,23 @@ class GoldWriter:
         os.replace(tmp, self.state_file)  # atomic: a crash leaves the old or the new state, never half
 
     def _load(self, tf: str) -> tuple[dict[Key, Bar], int]:
-        """The forming bars of a table and the last batch it holds (-1 if none)."""
-        df = self.spark.read.format("delta").load(str(bars_path(self.settings, tf)))
-        applied = df.agg(F.max("batch_id")).first()[0]
-        rows = df.where(~F.col("is_final")).select(
-            "exchange", "symbol", F.unix_micros("bar_start").alias("start_us"), "open", "high", "low", "close",
-            "volume", "notional", "trades", "buy_volume", "sell_volume", F.unix_micros("first_time").alias("f_us"),
-            F.col("first_id").alias("f_id"), F.unix_micros("last_time").alias("l_us"), F.col("last_id").alias("l_id"),
-            F.unix_micros("updated_at").alias("updated_us")).collect()
+        """The forming bars of a table and the last batch this app committed to it (-1 if none)."""
+        from deltalake import DeltaTable
+
+        path = bars_path(self.settings, tf)
+        forming = DeltaTable(str(path)).to_pyarrow_table(filters=[("is_final", "=", False)])
+        us = {c: forming[c].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+              for c in ("bar_start", "first_time", "last_time", "updated_at")}
+        cols = {c: forming[c].to_pylist() for c in forming.column_names}
         bars = {}
-        for r in rows:
-            b = _fragment(r, TIMEFRAMES[tf], r.updated_us)
+        for n in range(forming.num_rows):
+            b = Bar(cols["exchange"][n], cols["symbol"][n], us["bar_start"][n], TIMEFRAMES[tf], cols["open"][n],
+                    cols["high"][n], cols["low"][n], cols["close"][n], cols["volume"][n], cols["notional"][n],
+                    cols["trades"][n], cols["buy_volume"][n], cols["sell_volume"][n],
+                    (us["first_time"][n], len(cols["first_id"][n]), cols["first_id"][n]),
+                    (us["last_time"][n], len(cols["last_id"][n]), cols["last_id"][n]), us["updated_at"][n])
             bars[b.key] = b
-        return bars, -1 if applied is None else int(applied)
+        return bars, delta_io.applied_batch(path, self.app_id)
 
     @property
     def watermark(self) -> datetime | None:
@@ -170,16 +175,18 @@ class GoldWriter:
     # -- writing --------------------------------------------------------------------------------------
     def _write(self, tf: str, forming: dict[Key, Bar], finals: list[Bar], watermark_us: int | None,
                batch_id: int, txn: bool) -> None:
-        rows = [_row(b, True, watermark_us, batch_id) for b in finals]
-        rows += [_row(b, False, watermark_us, batch_id) for b in forming.values()]
-        df = self.spark.createDataFrame(rows, _ROW_SCHEMA)
-        df = df.select(*[F.timestamp_micros(_TS[c]).alias(c) if c in _TS else
-                         F.to_date(F.timestamp_micros("start_us")).alias(c) if c == "bar_date" else F.col(c)
-                         for c in GOLD_SCHEMA.fieldNames()]).coalesce(1)
-        writer = df.write.format("delta").mode("overwrite").option("replaceWhere", "is_final = false")
-        if txn:
-            writer = writer.option("txnAppId", self.app_id).option("txnVersion", batch_id)
-        writer.save(str(bars_path(self.settings, tf)))
+        """One commit: the forming partition replaced by ``forming``, and ``finals`` added as final bars.
+
+        Bars already final all end before the oldest bar turning final now (each was final at a watermark
+        that bar was still forming at), so the predicate below never touches a final bar.
+        """
+        bars = finals + list(forming.values())
+        data = _arrow(bars, [True] * len(finals) + [False] * len(forming), watermark_us, batch_id)
+        predicate = "is_final = false"
+        if finals:
+            oldest = to_datetime(min(b.end_us for b in finals)).isoformat(timespec="microseconds")
+            predicate += f" OR bar_end >= '{oldest}Z'"
+        delta_io.replace(bars_path(self.settings, tf), data, predicate, self.app_id if txn else None, batch_id)
 
     def _decide(self, batch_id: int, batch_max_us: int | None, wm_before: int | None) -> dict[str, int | None]:
         new_max = batch_max_us if self.max_event_us is None else max(self.max_event_us, batch_max_us or 0)
@@ -193,7 +200,9 @@ class GoldWriter:
             decision = self.decisions.get(batch_id)
             wm_before = decision["wm_before"] if decision else self.watermark_us
             trades = batch.select(*SILVER_SCHEMA.fieldNames())
+            t0 = time.perf_counter()
             frags = minute_fragments(trades, wm_before).collect()
+            t1 = time.perf_counter()
             if not frags:
                 return
             now = _now_us()
@@ -209,7 +218,7 @@ class GoldWriter:
                 late = trades.where(F.unix_micros("event_time") < F.lit(wm_before)).select(
                     "*", when.alias("watermark"), F.lit("late: event_time older than the watermark").alias("reason"),
                     F.current_timestamp().alias("detected_at"))
-                idempotent_append(late, late_path(self.settings), self.app_id, batch_id, ["event_date"])
+                delta_io.append(late_path(self.settings), late.toArrow(), self.app_id, batch_id)
             on_time = [_fragment(r, TIMEFRAMES["1m"], now) for r in frags if not r.late]
             if on_time:
                 self.last_arrival = time.monotonic()
@@ -225,6 +234,8 @@ class GoldWriter:
             if stats is not None:
                 stats.add(batch_id, "late", n_late)
                 stats["watermark"] = to_datetime(wm_after).isoformat(sep=" ") if wm_after is not None else None
+                stats["_spark_ms"] = round(1000 * (t1 - t0))
+                stats["_commit_ms"] = round(1000 * (time.perf_counter() - t1))
 
     def finalize_idle(self, idle_after_s: float = IDLE_AFTER_S) -> int:
         """Advance the watermark with the wall clock after ``idle_after_s`` without trades; bars finalized."""

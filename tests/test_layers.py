@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import Row
+from pyspark.sql import functions as F
 
 from lakehouse_utils import gold, silver
 from lakehouse_utils.bronze import BRONZE_SCHEMA, to_bronze
@@ -82,8 +83,13 @@ def test_parse_types_event_time_and_lineage(spark) -> None:
 
 def test_duplicates_in_a_batch_keep_the_earliest_offset(spark) -> None:
     values = [trade_json("1", 10.0, 1.0, T0), trade_json("1", 10.0, 1.0, T0), trade_json("2", 10.0, 1.0, T0)]
-    rows = silver.valid_trades(silver.parse_bronze(bronze_df(spark, values))).orderBy("trade_id").collect()
+    parsed = silver.parse_bronze(bronze_df(spark, values))
+    rows = silver.valid_trades(parsed).orderBy("trade_id").collect()
     assert [(r.trade_id, r.offset) for r in rows] == [("1", 0), ("2", 2)]
+    # the streaming path does the same on the batch's Arrow rows (no shuffle), reversed input order too
+    arrow = parsed.select(*silver.SILVER_SCHEMA.fieldNames()).orderBy(F.col("offset").desc()).toArrow()
+    firsts = silver.first_per_key(arrow)
+    assert list(zip(firsts["trade_id"].to_pylist(), firsts["offset"].to_pylist(), strict=True)) == [("1", 0), ("2", 2)]
 
 
 def test_silver_batches_are_idempotent_and_dedup_across_batches(spark, tmp_path: Path) -> None:
