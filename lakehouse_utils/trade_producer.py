@@ -248,7 +248,9 @@ class TradeProducer:
         headers, on_error = self._per_source.get(source) or self._source_args(source)
         value = trade.to_json()
         try:  # the common case, inline; a full queue or a refused message takes _produce
-            producer.produce(self.topic, value, trade.symbol, on_delivery=on_error, headers=headers)
+            # (topic, value, key, partition, on_delivery) positionally, as documented: keyword parsing
+            # costs ~0.7 us per call; -1 = RD_KAFKA_PARTITION_UA, the partitioner picks (by key)
+            producer.produce(self.topic, value, trade.symbol, -1, on_error, headers=headers)
             outcome = _QUEUED
         except (BufferError, KafkaException):
             outcome = self._produce(producer, self.topic, trade.symbol, value, headers, on_error,
