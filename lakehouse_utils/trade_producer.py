@@ -185,10 +185,9 @@ class TradeProducer:
         self._require_open()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            chunk = max(0.0, min(1.0, deadline - time.monotonic()))
             with self._serve_lock:
                 for producer in self._producers():
-                    producer.flush(chunk)
+                    producer.flush(max(0.0, min(1.0, deadline - time.monotonic())))
             self._drain_failed(deadline)
             remaining = self.in_flight
             if remaining == 0 or time.monotonic() >= deadline:
