@@ -15,6 +15,7 @@ from .streaming import ensure_table, query_id_of, repair_checkpoint, scheduler_p
 
 QUERY_NAME = "bronze"
 CHECKPOINT = "kafka_to_bronze_trades"
+COMPACT_EVERY = 50  # batches: Bronze is read as a stream (new files only), compaction is for batch readers
 BRONZE_SCHEMA = T.StructType([
     T.StructField("value_raw", T.StringType()),
     T.StructField("key", T.StringType()),
@@ -77,6 +78,8 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
         if not app_id:
             app_id.append(f"{QUERY_NAME}-{query_id_of(checkpoint)}")
         delta_io.append(settings.bronze, batch.toArrow(), app_id[0], batch_id)
+        if batch_id % COMPACT_EVERY == 0:
+            delta_io.compact(settings.bronze)
 
     with scheduler_pool(spark, QUERY_NAME):
         return (

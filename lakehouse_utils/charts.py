@@ -14,6 +14,7 @@ column names below are checked against ``gold`` by the tests (the timeframes com
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +48,31 @@ def gold_dir(settings_or_gold_dir: Settings | str | Path) -> Path:
 
 def table_path(settings_or_gold_dir: Settings | str | Path, timeframe: str) -> Path:
     return Settings(gold_path=gold_dir(settings_or_gold_dir)).bars_table(timeframe)
+
+
+_open_tables: dict[str, Any] = {}
+_open_lock = threading.Lock()
+
+
+def open_table(path: str | Path) -> Any:
+    """A ``deltalake.DeltaTable`` at its latest version, reusing the one opened before.
+
+    A live chart re-reads the same table every second: brought up to date with ``update_incremental`` it
+    reads only the commits made since, instead of replaying the log from its last checkpoint each time.
+    """
+    from deltalake import DeltaTable
+
+    key = str(Path(path).resolve())
+    with _open_lock:
+        dt = _open_tables.get(key)
+        if dt is not None:
+            try:
+                dt.update_incremental()
+                return dt
+            except Exception:  # the table was deleted or recreated (a reset): open it anew
+                pass
+        dt = _open_tables[key] = DeltaTable(str(path))
+        return dt
 
 
 def empty_bars() -> pd.DataFrame:
@@ -83,15 +109,13 @@ def read_bars(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m"
     path = table_path(settings_or_gold_dir, timeframe)
     if not table_exists(path):
         return empty_bars()
-    from deltalake import DeltaTable
-
     filters: list[tuple[str, str, Any]] = []
     if symbol is not None:
         filters.append(("symbol", "=", symbol))
     since_ts = None if since is None else _to_utc_timestamp(since)
     if since_ts is not None:
         filters.append(("bar_date", ">=", since_ts.date()))
-    df = DeltaTable(str(path)).to_pandas(columns=BAR_COLUMNS, filters=filters or None)
+    df = open_table(path).to_pandas(columns=BAR_COLUMNS, filters=filters or None)
     if df.empty:
         return empty_bars()
     for c in _TIME_COLUMNS:
@@ -109,9 +133,7 @@ def symbols(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m") 
     path = table_path(settings_or_gold_dir, timeframe)
     if not table_exists(path):
         return []
-    from deltalake import DeltaTable
-
-    dt = DeltaTable(str(path))
+    dt = open_table(path)
     if "symbol" in dt.metadata().partition_columns:
         return sorted({p["symbol"] for p in dt.partitions() if p.get("symbol") is not None})
     return sorted(dt.to_pandas(columns=["symbol"])["symbol"].dropna().unique())

@@ -12,6 +12,7 @@ Spark's streaming sources read these tables and Delta's idempotent-write ids wor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -67,4 +68,19 @@ def replace(path: str | Path, data: pa.Table, predicate: str, app_id: str | None
     return True
 
 
-__all__ = ["append", "applied_batch", "conform", "replace"]
+def compact(path: str | Path, min_files: int = 24, partition_filters: list[tuple[str, str, Any]] | None = None) -> int:
+    """Bin-pack the table's small files once there are more than ``min_files``; returns files removed.
+
+    A stream adds one small file per micro-batch, and a reader opens every file: without this, a live chart
+    or Silver's duplicate check slows down as the day goes on.  The commit only rearranges data
+    (``dataChange = false``): Spark's streaming readers of the table skip it, and appends go on beside it.
+    """
+    dt = _table(path)
+    files = dt.file_uris(partition_filters) if partition_filters else dt.file_uris()
+    if len(files) <= min_files:
+        return 0
+    metrics = dt.optimize.compact(partition_filters=partition_filters)  # type: ignore[arg-type]
+    return int(metrics.get("numFilesRemoved", 0))
+
+
+__all__ = ["append", "applied_batch", "compact", "conform", "replace"]

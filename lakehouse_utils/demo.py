@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,7 @@ def run_demo(
     trigger: str = "1 second",
     progress: ProgressLine | None = None,
     write_report: bool = True,
+    extra_queries: dict[str, Callable[..., Any]] | None = None,
 ) -> DemoResult:
     from . import bronze, gold, silver
     from .producer import ProducerThread, TradeProducer, ensure_topics, make_source
@@ -102,6 +104,8 @@ def run_demo(
             "silver": silver.start_silver(spark, settings, trigger=trigger),
             "gold": gold.start_gold(spark, settings, trigger=trigger),
         }
+        for name, start in (extra_queries or {}).items():  # e.g. the bench's seed-style Gold beside ours
+            queries[name] = start(spark, settings)
         src, cleanup = make_source(source, pairs or ["BTC/USD"], file=file, speed=speed)
         producer = ProducerThread(src, TradeProducer.from_settings(settings), name=source, cleanup=cleanup)
         producer.start()

@@ -30,19 +30,20 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from . import delta_io
 from .bars import US, Bar, Key, fold_all, roll_up, split_final
 from .config import TIMEFRAMES, Settings
-from .gold import bars_path, late_path, order_key
+from .gold import bars_path, late_path
 from .silver import SILVER_SCHEMA
 from .streaming import LayerStats, parse_delay, query_id_of
 
 IDLE_AFTER_S = 10.0  # no trade for this long: the watermark follows the wall clock
 STATE_FILE = "gold_state.json"
+COMPACT_EVERY = 10  # batches: the final partition gets one small file per batch that closes a bar
 _KEEP_DECISIONS = 20
 
 
@@ -75,30 +76,39 @@ def _arrow(bars: list[Bar], final: list[bool], watermark_us: int | None, batch_i
     })
 
 
-def _fragment(r: Any, seconds: int, now_us: int) -> Bar:
-    return Bar(r.exchange, r.symbol, r.start_us, seconds, r.open, r.high, r.low, r.close, r.volume, r.notional,
-               r.trades, r.buy_volume, r.sell_volume, (r.f_us, len(r.f_id), r.f_id), (r.l_us, len(r.l_id), r.l_id),
-               now_us)
+def minute_fragments(trades: pa.Table, wm_before_us: int | None, now_us: int) -> tuple[list[Bar], int, int | None]:
+    """A batch's trades (Arrow) -> its on-time 1-minute fragments, how many trades were late, max event time.
 
-
-def minute_fragments(trades: DataFrame, wm_before_us: int | None) -> DataFrame:
-    """One row per (exchange, symbol, minute, late?) with the fragment's measures (one Spark job)."""
+    Done in Arrow on the driver, not as a Spark aggregation: a live batch is a few hundred rows, and a
+    shuffle per batch costs more than the whole computation (measured).  Open and close come from the
+    first and last trade by (event_time, len(trade_id), trade_id).
+    """
+    if trades.num_rows == 0:
+        return [], 0, None
+    us = trades["event_time"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
     step = TIMEFRAMES["1m"] * US
-    us = F.unix_micros("event_time")
-    late = F.lit(False) if wm_before_us is None else us < F.lit(wm_before_us)
-    return (
-        trades.select("exchange", "symbol", (us - F.pmod(us, F.lit(step))).alias("start_us"), late.alias("late"),
-                      "price", "qty", "side", order_key().alias("_k"))
-        .groupBy("exchange", "symbol", "start_us", "late")
-        .agg(F.min_by("price", "_k").alias("open"), F.max("price").alias("high"), F.min("price").alias("low"),
-             F.max_by("price", "_k").alias("close"), F.sum("qty").alias("volume"),
-             F.sum(F.col("price") * F.col("qty")).alias("notional"), F.count(F.lit(1)).alias("trades"),
-             F.sum(F.when(F.col("side") == "buy", F.col("qty")).otherwise(0.0)).alias("buy_volume"),
-             F.sum(F.when(F.col("side") == "sell", F.col("qty")).otherwise(0.0)).alias("sell_volume"),
-             F.min("_k").alias("_f"), F.max("_k").alias("_l"))
-        .select("*", F.col("_f.t").alias("f_us"), F.col("_f.id").alias("f_id"), F.col("_l.t").alias("l_us"),
-                F.col("_l.id").alias("l_id"))
-    )
+    start = pc.multiply(pc.divide(us, step), step)  # integer division truncates toward zero ...
+    start = pc.if_else(pc.greater(start, us), pc.subtract(start, step), start)  # ... floor before 1970 too
+    late = pc.less(us, wm_before_us) if wm_before_us is not None else pa.array([False] * trades.num_rows)
+    qty = trades["qty"]
+    buy = pc.if_else(pc.equal(trades["side"], "buy"), qty, 0.0)
+    sell = pc.if_else(pc.equal(trades["side"], "sell"), qty, 0.0)
+    t = pa.table({"exchange": trades["exchange"], "symbol": trades["symbol"], "start": start, "late": late,
+                  "price": trades["price"], "qty": qty, "notional": pc.multiply(trades["price"], qty), "buy": buy,
+                  "sell": sell, "t": us, "n": pc.utf8_length(trades["trade_id"]), "id": trades["trade_id"]})
+    n_late = pc.sum(late.cast(pa.int64())).as_py() or 0
+    on_time = t.filter(pc.invert(late)).sort_by([("t", "ascending"), ("n", "ascending"), ("id", "ascending")])
+    g = on_time.group_by(["exchange", "symbol", "start"], use_threads=False).aggregate([
+        ("price", "first"), ("price", "max"), ("price", "min"), ("price", "last"), ("qty", "sum"),
+        ("notional", "sum"), ("qty", "count"), ("buy", "sum"), ("sell", "sum"), ("t", "first"), ("id", "first"),
+        ("t", "last"), ("id", "last")]).to_pydict()
+    bars = [Bar(g["exchange"][k], g["symbol"][k], g["start"][k], TIMEFRAMES["1m"], g["price_first"][k],
+                g["price_max"][k], g["price_min"][k], g["price_last"][k], g["qty_sum"][k], g["notional_sum"][k],
+                g["qty_count"][k], g["buy_sum"][k], g["sell_sum"][k],
+                (g["t_first"][k], len(g["id_first"][k]), g["id_first"][k]),
+                (g["t_last"][k], len(g["id_last"][k]), g["id_last"][k]), now_us)
+            for k in range(len(g["start"]))]
+    return bars, n_late, pc.max(us).as_py()
 
 
 class GoldWriter:
@@ -122,7 +132,8 @@ class GoldWriter:
         self.applied: dict[str, int] = {}
         for tf in TIMEFRAMES:
             self.forming[tf], self.applied[tf] = self._load(tf)
-        self.last_arrival = time.monotonic()
+        self.clock: Callable[[], float] = time.monotonic  # the wall clock idleness is measured with
+        self.last_arrival = self.clock()
 
     @classmethod
     def for_app(cls, spark: SparkSession, settings: Settings, app_id: str, checkpoint: str | Path) -> GoldWriter:
@@ -199,29 +210,29 @@ class GoldWriter:
         with self.lock:
             decision = self.decisions.get(batch_id)
             wm_before = decision["wm_before"] if decision else self.watermark_us
-            trades = batch.select(*SILVER_SCHEMA.fieldNames())
             t0 = time.perf_counter()
-            frags = minute_fragments(trades, wm_before).collect()
+            rows = batch.select(*SILVER_SCHEMA.fieldNames()).toArrow()  # the batch's one Spark job
             t1 = time.perf_counter()
-            if not frags:
-                return
             now = _now_us()
+            on_time, n_late, batch_max = minute_fragments(rows, wm_before, now)
+            if batch_max is None:
+                return
             if decision is None:
-                decision = self._decide(batch_id, max(r.l_us for r in frags), wm_before)
+                decision = self._decide(batch_id, batch_max, wm_before)
                 self.decisions[batch_id] = decision
                 self.max_event_us, self.watermark_us = decision["max_event"], decision["wm_after"]
                 self._save_state()  # before any write: a replay makes the same decision
             wm_after = decision["wm_after"]
-            n_late = sum(r.trades for r in frags if r.late)
             if n_late:
-                when = F.lit(to_datetime(wm_before)).cast("timestamp")
-                late = trades.where(F.unix_micros("event_time") < F.lit(wm_before)).select(
-                    "*", when.alias("watermark"), F.lit("late: event_time older than the watermark").alias("reason"),
-                    F.current_timestamp().alias("detected_at"))
-                delta_io.append(late_path(self.settings), late.toArrow(), self.app_id, batch_id)
-            on_time = [_fragment(r, TIMEFRAMES["1m"], now) for r in frags if not r.late]
+                us = rows["event_time"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+                late = rows.filter(pc.less(us, wm_before))
+                ts = pa.timestamp("us", tz="UTC")
+                late = late.append_column("watermark", pa.array([wm_before] * late.num_rows, ts)) \
+                    .append_column("reason", pa.array(["late: event_time older than the watermark"] * late.num_rows)) \
+                    .append_column("detected_at", pa.array([now] * late.num_rows, ts))
+                delta_io.append(late_path(self.settings), late, self.app_id, batch_id)
             if on_time:
-                self.last_arrival = time.monotonic()
+                self.last_arrival = self.clock()
             todo = [tf for tf in TIMEFRAMES if on_time and self.applied[tf] < batch_id]  # replay: done tables skip
 
             def one(tf: str) -> None:
@@ -231,6 +242,9 @@ class GoldWriter:
                 self.forming[tf], self.applied[tf] = forming, batch_id
 
             _in_parallel(one, todo)
+            if batch_id % COMPACT_EVERY == 0:
+                for tf in TIMEFRAMES:
+                    delta_io.compact(bars_path(self.settings, tf), partition_filters=[("is_final", "=", "true")])
             if stats is not None:
                 stats.add(batch_id, "late", n_late)
                 stats["watermark"] = to_datetime(wm_after).isoformat(sep=" ") if wm_after is not None else None
@@ -240,7 +254,7 @@ class GoldWriter:
     def finalize_idle(self, idle_after_s: float = IDLE_AFTER_S) -> int:
         """Advance the watermark with the wall clock after ``idle_after_s`` without trades; bars finalized."""
         with self.lock:
-            idle_s = time.monotonic() - self.last_arrival
+            idle_s = self.clock() - self.last_arrival
             if self.max_event_us is None or idle_s < idle_after_s:
                 return 0
             wm = self.max_event_us + int(idle_s * US) - self.delay_us

@@ -31,6 +31,7 @@ from .streaming import LayerStats, ensure_table, start_delta_foreach_batch
 QUERY_NAME = "silver"
 CHECKPOINT = "bronze_to_silver_trades"
 KEYS = ["exchange", "symbol", "trade_id"]
+COMPACT_EVERY = 20  # batches: one small file per batch, and the duplicate check opens the day's files
 MAX_PRICE = 1e12
 SIDES = ("buy", "sell")
 SYMBOL_RE = r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$"
@@ -184,6 +185,8 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
         quarantine = rows.filter(is_bad)
         now = pa.array([datetime.now(UTC)] * quarantine.num_rows, pa.timestamp("us", tz="UTC"))
         delta_io.append(settings.quarantine, quarantine.append_column("quarantined_at", now), app_id, batch_id)
+    if batch_id % COMPACT_EVERY == 0:
+        delta_io.compact(settings.silver)
     if stats is not None:
         stats.add(batch_id, "quarantined", n_bad)
         stats["_spark_ms"], stats["_commit_ms"] = round(1000 * (t1 - t0)), round(1000 * (time.perf_counter() - t1))

@@ -114,12 +114,15 @@ def test_bars_turn_final_when_the_feed_goes_quiet_and_later_trades_are_late(spar
                                   ("2", 101.0, 1.0, T + timedelta(minutes=1, seconds=40))]), 0)
     m = table(spark, s, "1m")
     assert m[T][-1] is True and m[T + timedelta(minutes=1)][-1] is False  # wm = 00:01:10
+    now = [w.clock()]
+    w.clock = lambda: now[0]  # the wall clock, moved by hand (Spark and Delta stay real)
+    w.last_arrival = now[0]
     assert w.finalize_idle(idle_after_s=10) == 0  # just arrived: not idle
-    w.last_arrival -= 15  # quiet for 15 s: wm = 00:01:40 + 15 s - 30 s, still before the bar's end
+    now[0] += 15  # quiet for 15 s: wm = 00:01:40 + 15 s - 30 s, still before the bar's end
     assert w.finalize_idle(idle_after_s=10) == 0
-    w.last_arrival -= 30  # quiet for 45 s: wm = 00:01:40 + 45 s - 30 s = 00:01:55 ... not yet 00:02
+    now[0] += 30  # quiet for 45 s: wm = 00:01:40 + 45 s - 30 s = 00:01:55 ... not yet 00:02
     assert w.finalize_idle(idle_after_s=10) == 0
-    w.last_arrival -= 10  # 55 s: wm = 00:02:05 passes the 00:01 bar's end (00:02): it turns final
+    now[0] += 10  # 55 s: wm = 00:02:05 passes the 00:01 bar's end (00:02): it turns final
     assert w.finalize_idle(idle_after_s=10) == 1
     m = table(spark, s, "1m")
     assert m[T + timedelta(minutes=1)] == (101.0, 101.0, 101.0, 101.0, 1, 1.0, True)

@@ -74,6 +74,9 @@ def write_gold_bars(path: str | Path, bars: pd.DataFrame, timeframe: str = "1m")
                                                  "AND t.bar_start = s.bar_start",
                                  source_alias="s", target_alias="t")
      .when_matched_update_all().when_not_matched_insert_all().execute())
+    from ..delta_io import compact
+
+    compact(path, partition_filters=[("is_final", "=", "true")])  # as Gold keeps its final bars
 
 
 def bench(n_bars: int = 500, commits: int = 20, repeats: int = 10, window: int | None = None) -> dict[str, float]:

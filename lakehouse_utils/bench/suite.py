@@ -13,6 +13,8 @@ import json
 import platform
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..broker import LocalKafka
+from ..broker import LocalKafka, ensure_topic
+from ..config import Settings
 
 # field -> (target, higher is better, unit)
 TARGETS: dict[str, tuple[float | None, bool, str]] = {
@@ -94,11 +97,77 @@ def m_first_bar(ctx: Context) -> dict[str, Any]:
     return {"first_bar_s": first_bar_run(ctx.root, _free_port())}
 
 
+def m_catchup(ctx: Context) -> dict[str, Any]:
+    """In its own process (its own Spark): N synthetic trades in Kafka -> Bronze -> Silver -> Gold."""
+    n = 100_000 if ctx.quick else 1_000_000
+    proc = subprocess.run([sys.executable, "-m", "lakehouse_utils.bench.catchup", "--data-dir",
+                           str(ctx.root / "catchup"), "--bootstrap", ctx.bootstrap, "--n", str(n)],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"catch-up failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    ctx.details["catchup"] = out | {"order": "one after another (available-now each)"}
+    return {"catchup_trades_per_s": out["catchup_trades_per_s"]}
+
+
+def m_producer(ctx: Context) -> dict[str, Any]:
+    from .producer import producer_replay_rate, producer_synthetic_rate
+
+    work = ctx.root / "producer"
+    work.mkdir(parents=True, exist_ok=True)
+    return {"producer_trades_per_s": producer_replay_rate(ctx.bootstrap, work, 20_000 if ctx.quick else 100_000),
+            "producer_synthetic_trades_per_s": producer_synthetic_rate(ctx.bootstrap, work,
+                                                                       50_000 if ctx.quick else 500_000)}
+
+
+def m_chart(ctx: Context) -> dict[str, Any]:
+    from .charts import bench
+
+    parts = bench(500, 200, repeats=3 if ctx.quick else 10)
+    ctx.details["chart_refresh_parts_ms"] = {k: 1000 * v for k, v in parts.items()}
+    return {"chart_refresh_ms_500_bars": 1000 * parts["refresh_once"]}
+
+
+def m_realtime(ctx: Context) -> dict[str, Any]:
+    """Ours and the seed's Gold side by side on one real-time feed (``--speed 1``), one reader each."""
+    from .latency import LOG_APPEND_TIME, GoldPoller, kafka_arrivals, latencies
+    from .runs import RssSampler, _interrupt
+    from .seed import seed_gold_dir
+
+    feed = 60.0 if ctx.quick else 8 * 60.0
+    data = ctx.root / "realtime"
+    topic = "bench.realtime"
+    ensure_topic(ctx.bootstrap, topic, 1, config=LOG_APPEND_TIME)
+    ensure_topic(ctx.bootstrap, f"{topic}.dlq", 1)
+    logs = ctx.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ours = GoldPoller(data / "gold", logs / "realtime.ours.jsonl")
+    seed = GoldPoller(seed_gold_dir(Settings(data_dir=data)), logs / "realtime.seed.jsonl")
+    proc = subprocess.Popen([sys.executable, "-m", "lakehouse_utils.bench.seed", "--data-dir", str(data),
+                             "--bootstrap", ctx.bootstrap, "--topic", topic, "--speed", "1", "--duration",
+                             str(feed)], stdout=open(logs / "realtime.log", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    sampler = RssSampler([proc.pid])
+    try:
+        proc.wait(feed + 300)
+    finally:
+        _interrupt(proc)
+        sampler.stop()
+    arrivals = kafka_arrivals(ctx.bootstrap, topic)
+    mine, theirs = latencies(arrivals, ours.stop()), latencies(arrivals, seed.stop())
+    ctx.details["realtime"] = {"ours": mine.summary(), "seed": theirs.summary(), "feed_s": feed}
+    return {"seed_style_e2e_latency_p50_s": theirs.pct(50), "e2e_latency_p50_s_realtime": mine.pct(50)}
+
+
 MEASUREMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "producer": m_producer,
+    "chart": m_chart,
     "e2e": m_e2e,
     "e2e_500": m_e2e_500,
-    "notebook_flow": m_notebook_flow,
     "first_bar": m_first_bar,
+    "catchup": m_catchup,
+    "notebook_flow": m_notebook_flow,
+    "realtime": m_realtime,
 }
 
 

@@ -1,0 +1,67 @@
+"""Catch-up throughput: N synthetic trades already in Kafka -> Bronze -> Silver -> Gold, then checked.
+
+``python -m lakehouse_utils.bench.catchup --data-dir D --bootstrap B [--n 1000000]`` prints one JSON line.
+The trades (3 symbols) are produced first; then Bronze, Silver and Gold each run with ``available-now``,
+one after another in one Spark session (each layer reads what the previous one wrote), and the wall time
+of the three together is the figure.  Gold's 1-minute bars must then hold every trade exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
+
+
+def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000) -> dict[str, float | int]:
+    from deltalake import DeltaTable
+
+    from ..bronze import start_bronze
+    from ..config import Settings
+    from ..gold import start_gold
+    from ..producer import ProducerThread, TradeProducer, ensure_topics
+    from ..silver import start_silver
+    from ..spark import get_spark
+    from ..synthetic import SyntheticSource
+
+    settings = Settings(data_dir=data, bootstrap=bootstrap, topic=f"bench.catchup.{int(time.time())}",
+                        spark_ui=False, max_offsets_per_trigger=per_trigger)
+    ensure_topics(settings)
+    thread = ProducerThread(SyntheticSource(PAIRS, rate=None, n_trades=n), TradeProducer.from_settings(settings))
+    thread.start()
+    thread.join()
+    produced = thread.stop().delivered
+    spark = get_spark(settings)
+    layers: dict[str, float] = {}
+    t0 = time.monotonic()
+    for name, start in (("bronze", start_bronze), ("silver", start_silver), ("gold", start_gold)):
+        t = time.monotonic()
+        query = start(spark, settings, trigger="available-now")
+        query.awaitTermination()
+        if query.exception() is not None:
+            raise RuntimeError(f"{name}: {query.exception()}")
+        layers[name] = time.monotonic() - t
+    wall = time.monotonic() - t0
+    in_gold = int(DeltaTable(str(settings.bars_table("1m"))).to_pandas(columns=["trades"])["trades"].sum())
+    if in_gold != produced:
+        raise AssertionError(f"Gold holds {in_gold} trades, {produced} were produced")
+    return {"catchup_trades_per_s": produced / wall, "trades": produced, "wall_s": wall,
+            **{f"{k}_s": v for k, v in layers.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    args = ap.parse_args(argv)
+    print(json.dumps(run(Path(args.data_dir), args.bootstrap, args.n)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
