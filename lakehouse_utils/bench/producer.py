@@ -16,9 +16,11 @@ CLI: ``python -m lakehouse_utils.bench.producer [--bootstrap HOST:PORT] [--repea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import itertools
 import json
+import socket
 import statistics
 import tempfile
 import time
@@ -99,7 +101,8 @@ def write_recording(path: Path, n_trades: int, *, per_frame: int | None = None, 
     return path
 
 
-def _run(bootstrap: str, kind: str, pairs: list[str], **source_args: Any) -> tuple[int, float]:
+def _run(bootstrap: str, kind: str, pairs: list[str], timeout: float = 900.0,
+         **source_args: Any) -> tuple[int, float]:
     """One run on a fresh topic: (trades delivered, seconds from thread start to the end of the flush)."""
     topic = f"bench.producer.{kind}.{uuid.uuid4().hex[:8]}"
     producer = TradeProducer(bootstrap, topic).start()  # topics exist before the clock starts
@@ -107,7 +110,8 @@ def _run(bootstrap: str, kind: str, pairs: list[str], **source_args: Any) -> tup
     thread = ProducerThread(source, producer, name=kind, cleanup=cleanup)
     t0 = time.monotonic()
     thread.start()
-    thread.join()
+    if not thread.join(timeout):
+        raise RuntimeError(f"producer run still going after {timeout:.0f} s: {thread.stop(10).line()}")
     elapsed = time.monotonic() - t0
     status = thread.status()
     if not status.ok or status.in_flight:
@@ -130,12 +134,25 @@ def producer_replay_rate(bootstrap: str, workdir: Path, n: int = 100_000) -> flo
     """Trades/s delivered: replay server at speed "max" -> websocket -> KrakenV2Source -> ProducerThread -> Kafka."""
     workdir.mkdir(parents=True, exist_ok=True)
     recording = workdir / f"replay_{n}.jsonl.gz"
-    if not recording.exists():
-        write_recording(recording, n)
+    if not recording.exists():  # made once per workdir; renamed into place so a cut-off write is never reused
+        partial = recording.with_suffix(f".{uuid.uuid4().hex[:6]}.part")
+        write_recording(partial, n).replace(recording)
     delivered, elapsed = _run(bootstrap, "replay", REPLAY_PAIRS, file=recording)
     if delivered != n:
         raise RuntimeError(f"delivered {delivered} of {n} replayed trades")
     return delivered / elapsed
+
+
+def _free_port_pair() -> int:
+    """A port p with p and p + 1 free on 127.0.0.1 (the broker and its controller)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port + 1))
+            return port
+    raise RuntimeError("no free port pair")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,9 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         bootstrap = args.bootstrap
         if bootstrap is None:
             from ..broker import LocalKafka
-            from .suite import _free_port
 
-            kafka = LocalKafka(workdir / "kafka", _free_port()).start()
+            kafka = LocalKafka(workdir / "kafka", _free_port_pair()).start()
             bootstrap = kafka.bootstrap
         try:
             benches = {"synthetic": lambda: producer_synthetic_rate(bootstrap, workdir, args.synthetic_n),
