@@ -56,9 +56,6 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> 
             .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
             .config("spark.databricks.delta.snapshotPartitions", "2")
             .config("spark.sql.adaptive.enabled", "false")
-            # A checkpoint of the Delta log every 10 commits (the default) stalls a 1 s stream for seconds
-            # each time on a laptop; 100 (delta-rs' default) keeps readers' log replay short enough.
-            .config("spark.databricks.delta.properties.defaults.checkpointInterval", "100")
             .config("spark.scheduler.mode", "FAIR")  # a pool per query (streaming.scheduler_pool)
             .config("spark.databricks.delta.replaceWhere.constraintCheck.enabled", "false")  # Gold's commit
             .config("spark.ui.showConsoleProgress", "false")

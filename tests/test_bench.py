@@ -37,6 +37,6 @@ def test_bench_smoke_writes_every_field_it_ran(tmp_path: Path) -> None:
     assert set(results) == {"e2e_latency_p50_s", "e2e_latency_p95_s", "peak_rss_mb", "chart_refresh_ms_500_bars"}
     assert all(name in TARGETS for name in results)
     e2e = report["details"]["e2e"]["latency"]
-    assert e2e["seen"] > 100 and 0 < results["e2e_latency_p50_s"] <= results["e2e_latency_p95_s"] < 120
+    assert e2e["seen"] > 50 and 0 < results["e2e_latency_p50_s"] <= results["e2e_latency_p95_s"] < 120
     assert 500 < results["peak_rss_mb"] < 8000 and results["chart_refresh_ms_500_bars"] > 0
     assert "e2e_latency_p50_s" in table(results) and "e2e_latency_p50_s" in proc.stdout
