@@ -45,6 +45,8 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> 
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.appName(app_name)
         if not submitted:  # spark-submit's --master / --conf win on a cluster
+            # the layers bring each micro-batch to the driver as Arrow: a catch-up batch needs more than 1g
+            builder = builder.config("spark.driver.memory", os.environ.get("LAKEHOUSE_DRIVER_MEMORY", "2g"))
             builder = builder.master(settings.spark_master).config("spark.driver.bindAddress", "127.0.0.1") \
                 .config("spark.driver.host", "127.0.0.1")
         builder = (

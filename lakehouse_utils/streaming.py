@@ -20,6 +20,9 @@ from pyspark.sql.types import StructType
 from .config import table_exists
 
 AVAILABLE_NOW = "available-now"
+# A Silver or Gold micro-batch is brought to the driver as Arrow: a catch-up is cut into batches of about
+# this much Parquet (a live batch is far smaller, so this never delays one).
+MAX_BYTES_PER_TRIGGER = "64m"
 
 
 _UNITS = {"ms": 0.001, "millisecond": 0.001, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
@@ -141,7 +144,7 @@ def start_delta_foreach_batch(spark: SparkSession, source: str | Path, name: str
 
     with scheduler_pool(spark, name):
         query = (
-            spark.readStream.format("delta").load(str(source))
+            spark.readStream.format("delta").option("maxBytesPerTrigger", MAX_BYTES_PER_TRIGGER).load(str(source))
             .writeStream.queryName(name)
             .foreachBatch(run)
             .option("checkpointLocation", str(checkpoint))
