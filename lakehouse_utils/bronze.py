@@ -11,7 +11,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from . import delta_io
 from .config import Settings
-from .streaming import ensure_table, query_id_of, repair_checkpoint, scheduler_pool, trigger_kwargs
+from .streaming import app_id_for, ensure_table, repair_checkpoint, scheduler_pool, trigger_kwargs
 
 QUERY_NAME = "bronze"
 CHECKPOINT = "kafka_to_bronze_trades"
@@ -76,7 +76,7 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
 
     def write(batch: DataFrame, batch_id: int) -> None:
         if not app_id:
-            app_id.append(f"{QUERY_NAME}-{query_id_of(checkpoint)}")
+            app_id.append(app_id_for(QUERY_NAME, checkpoint))
         delta_io.append(settings.bronze, batch.toArrow(), app_id[0], batch_id)
         if batch_id % COMPACT_EVERY == 0:
             delta_io.compact(settings.bronze)

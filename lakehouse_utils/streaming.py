@@ -86,6 +86,11 @@ def query_id_of(checkpoint: str | Path) -> str:
         return "no-checkpoint"
 
 
+def app_id_for(name: str, checkpoint: str | Path) -> str:
+    """``<name>-<the checkpoint's query id>``: stable across restarts of a checkpoint, new after a reset."""
+    return f"{name}-{query_id_of(checkpoint)}"
+
+
 def idempotent_append(df: DataFrame, path: str | Path, app_id: str, batch_id: int,
                       partition_by: list[str]) -> None:
     """Append that is a no-op when the same (app_id, batch_id) was already committed to this table."""
@@ -139,7 +144,7 @@ def start_delta_foreach_batch(spark: SparkSession, source: str | Path, name: str
 
     def run(batch: DataFrame, batch_id: int) -> None:
         if not app_id:
-            app_id.append(f"{name}-{query_id_of(checkpoint)}")
+            app_id.append(app_id_for(name, checkpoint))
         process(batch, batch_id, app_id[0], stats)
 
     with scheduler_pool(spark, name):
