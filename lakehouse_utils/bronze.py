@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -11,10 +12,19 @@ from pyspark.sql.streaming import StreamingQuery
 
 from . import delta_io
 from .config import Settings
-from .streaming import app_id_for, ensure_table, repair_checkpoint, scheduler_pool, trigger_kwargs
+from .streaming import (
+    LAYER_CHECKPOINTS,
+    PIPELINE_CHECKPOINT,
+    app_id_for,
+    check_flow,
+    ensure_table,
+    repair_checkpoint,
+    scheduler_pool,
+    trigger_kwargs,
+)
 
 QUERY_NAME = "bronze"
-CHECKPOINT = "kafka_to_bronze_trades"
+CHECKPOINT = LAYER_CHECKPOINTS[0]
 COMPACT_EVERY = 50  # batches: Bronze is read as a stream (new files only), compaction is for batch readers
 BRONZE_SCHEMA = T.StructType([
     T.StructField("value_raw", T.StringType()),
@@ -70,6 +80,8 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
     its state-reconstruction job per batch.
     """
     ensure_bronze(spark, settings)
+    if checkpoint is None:
+        check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     repair_checkpoint(checkpoint)
     app_id: list[str] = []
@@ -77,9 +89,7 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
     def write(batch: DataFrame, batch_id: int) -> None:
         if not app_id:
             app_id.append(app_id_for(QUERY_NAME, checkpoint))
-        delta_io.append(settings.bronze, batch.toArrow(), app_id[0], batch_id)
-        if batch_id % COMPACT_EVERY == 0:
-            delta_io.compact(settings.bronze)
+        write_batch(settings, batch.toArrow(), app_id[0], batch_id)
 
     with scheduler_pool(spark, QUERY_NAME):
         return (
@@ -90,6 +100,13 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
             .trigger(**trigger_kwargs(trigger or settings.trigger))
             .start()
         )
+
+
+def write_batch(settings: Settings, rows: pa.Table, app_id: str, batch_id: int) -> None:
+    """Append a micro-batch's Bronze rows (extra columns are ignored); a no-op if (app_id, batch_id) is in."""
+    delta_io.append(settings.bronze, rows, app_id, batch_id)
+    if batch_id % COMPACT_EVERY == 0:
+        delta_io.compact(settings.bronze)
 
 
 def ensure_bronze(spark: SparkSession, settings: Settings) -> None:

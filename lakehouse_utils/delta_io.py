@@ -76,7 +76,7 @@ def compact(path: str | Path, min_files: int = 24, partition_filters: list[tuple
     (``dataChange = false``): Spark's streaming readers of the table skip it, and appends go on beside it.
     """
     dt = _table(path)
-    files = dt.file_uris(partition_filters) if partition_filters else dt.file_uris()
+    files = dt.file_uris(file_pruning_predicate=partition_filters) if partition_filters else dt.file_uris()
     if len(files) <= min_files:
         return 0
     metrics = dt.optimize.compact(partition_filters=partition_filters)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """The main job: broker, producer and the three streaming queries in one process, with progress.
 
-``run_demo`` starts the embedded broker (unless a bootstrap is given), the Bronze, Silver and Gold
-queries and a producer thread, and prints one progress line per layer.  With ``until_drained`` it
+``run_demo`` starts the embedded broker (unless a bootstrap is given), the one-query pipeline (Kafka ->
+Bronze -> Silver -> Gold in each micro-batch, ``pipeline.py``) and a producer thread, and prints a progress
+line.  With ``until_drained`` it
 returns once the source is exhausted and every layer has caught up: Bronze holds every message of the
 topic, no table has changed for a few trigger intervals while no query was busy, and Gold's 1-minute
 bars hold every Silver trade (plus the late ones, counted apart).  Everything it
@@ -78,7 +79,7 @@ def run_demo(
     write_report: bool = True,
     extra_queries: dict[str, Callable[..., Any]] | None = None,
 ) -> DemoResult:
-    from . import bronze, gold, silver
+    from .pipeline import start_pipeline
     from .producer import ProducerThread, TradeProducer, ensure_topics, make_source
     from .spark import get_spark
 
@@ -99,11 +100,7 @@ def run_demo(
     producer = None
     drained = False
     try:
-        queries = {
-            "bronze": bronze.start_bronze(spark, settings, trigger=trigger),
-            "silver": silver.start_silver(spark, settings, trigger=trigger),
-            "gold": gold.start_gold(spark, settings, trigger=trigger),
-        }
+        queries = {"pipeline": start_pipeline(spark, settings, trigger=trigger)}  # Kafka -> Bronze -> Silver -> Gold
         for name, start in (extra_queries or {}).items():  # e.g. the bench's seed-style Gold beside ours
             queries[name] = start(spark, settings)
         src, cleanup = make_source(source, pairs or ["BTC/USD"], file=file, speed=speed)

@@ -28,10 +28,10 @@ from pyspark.sql.streaming import StreamingQuery
 from .config import TIMEFRAMES, Settings, table_exists
 from .silver import SILVER_SCHEMA
 from .silver import ensure_tables as ensure_silver
-from .streaming import ensure_table, start_delta_foreach_batch
+from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, check_flow, ensure_table, start_delta_foreach_batch
 
 QUERY_NAME = "gold"
-CHECKPOINT = "silver_to_gold_bars"
+CHECKPOINT = LAYER_CHECKPOINTS[2]
 KEY = ["exchange", "symbol", "bar_start"]
 
 BAR_COLUMNS = ["exchange", "symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap",
@@ -148,6 +148,8 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
     """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
     from .gold_writer import GoldWriter, start_idle_finalizer
 
+    if checkpoint is None:
+        check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     ensure_tables(spark, settings)
 
@@ -155,7 +157,7 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
         GoldWriter.for_app(spark, settings, app_id, checkpoint).process(batch, batch_id, stats)
 
     query = start_delta_foreach_batch(spark, settings.silver, QUERY_NAME, checkpoint, trigger or settings.trigger,
-                                      run)
+                                      run, transform=lambda silver: silver.select(*SILVER_SCHEMA.fieldNames()))
     start_idle_finalizer(query, spark, settings, checkpoint)
     return query
 

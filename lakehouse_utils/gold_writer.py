@@ -206,12 +206,20 @@ class GoldWriter:
         return {"wm_before": wm_before, "wm_after": wm_after, "max_event": new_max}
 
     def process(self, batch: DataFrame, batch_id: int, stats: LayerStats | None = None) -> None:
+        """A micro-batch of Silver rows (a Spark DataFrame): one Spark job brings it to the driver."""
+        t0 = time.perf_counter()
+        rows = batch.select(*SILVER_SCHEMA.fieldNames()).toArrow()
+        t1 = time.perf_counter()
+        self.process_arrow(rows, batch_id, stats)
+        if stats is not None:
+            stats["_spark_ms"] = round(1000 * (t1 - t0))
+            stats["_commit_ms"] = round(1000 * (time.perf_counter() - t1))
+
+    def process_arrow(self, rows: pa.Table, batch_id: int, stats: LayerStats | None = None) -> None:
+        """A micro-batch of Silver rows (Arrow, Silver's columns) into the three tables (see the module doc)."""
         with self.lock:
             decision = self.decisions.get(batch_id)
             wm_before = decision["wm_before"] if decision else self.watermark_us
-            t0 = time.perf_counter()
-            rows = batch.select(*SILVER_SCHEMA.fieldNames()).toArrow()  # the batch's one Spark job
-            t1 = time.perf_counter()
             now = _now_us()
             on_time, n_late, batch_max = minute_fragments(rows, wm_before, now)
             if batch_max is None:
@@ -248,8 +256,6 @@ class GoldWriter:
             if stats is not None:
                 stats.add(batch_id, "late", n_late)
                 stats["watermark"] = to_datetime(wm_after).isoformat(sep=" ") if wm_after is not None else None
-                stats["_spark_ms"] = round(1000 * (t1 - t0))
-                stats["_commit_ms"] = round(1000 * (time.perf_counter() - t1))
 
     def finalize_idle(self, idle_after_s: float = IDLE_AFTER_S) -> int:
         """Advance the watermark with the wall clock after ``idle_after_s`` without trades; bars finalized."""
@@ -284,8 +290,11 @@ def _pending_batch(checkpoint: Path) -> bool:
 
 
 def start_idle_finalizer(query: StreamingQuery, spark: SparkSession, settings: Settings,
-                         checkpoint: Path, every_s: float = 1.0) -> threading.Thread:
-    """A daemon thread finalizing bars while ``query`` runs and the feed is quiet (see the module doc)."""
+                         checkpoint: Path, every_s: float = 1.0, app_name: str = "gold") -> threading.Thread:
+    """A daemon thread finalizing bars while ``query`` runs and the feed is quiet (see the module doc).
+
+    ``app_name``: the writer's app id is ``app_id_for(app_name, checkpoint)``, as the query's batches use it.
+    """
     def loop() -> None:
         while query.isActive:
             time.sleep(every_s)
@@ -294,7 +303,7 @@ def start_idle_finalizer(query: StreamingQuery, spark: SparkSession, settings: S
                     continue
                 if not (checkpoint / "metadata").exists():
                     continue
-                writer = GoldWriter.for_app(spark, settings, app_id_for(query.name, checkpoint), checkpoint)
+                writer = GoldWriter.for_app(spark, settings, app_id_for(app_name, checkpoint), checkpoint)
                 n = writer.finalize_idle()
                 if n and hasattr(query, "layer_stats"):
                     query.layer_stats["idle_final"] = query.layer_stats.get("idle_final", 0) + n

@@ -26,10 +26,17 @@ from pyspark.sql.streaming import StreamingQuery
 from . import delta_io
 from .bronze import ensure_bronze
 from .config import Settings
-from .streaming import LayerStats, ensure_table, start_delta_foreach_batch
+from .streaming import (
+    LAYER_CHECKPOINTS,
+    PIPELINE_CHECKPOINT,
+    LayerStats,
+    check_flow,
+    ensure_table,
+    start_delta_foreach_batch,
+)
 
 QUERY_NAME = "silver"
-CHECKPOINT = "bronze_to_silver_trades"
+CHECKPOINT = LAYER_CHECKPOINTS[1]
 KEYS = ["exchange", "symbol", "trade_id"]
 COMPACT_EVERY = 20  # batches: one small file per batch, and the duplicate check opens the day's files
 MAX_PRICE = 1e12
@@ -75,8 +82,9 @@ def _first_reason(checks: list[tuple[Column, str | Column]]) -> Column:
     return expr
 
 
-def parse_bronze(bronze: DataFrame) -> DataFrame:
-    """Bronze rows -> Silver columns + lineage + ``reason`` (NULL for a valid trade)."""
+def parse_bronze(bronze: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
+    """Bronze rows -> Silver columns + lineage + ``reason`` (NULL for a valid trade); ``keep``: more Bronze
+    columns passed through (the one-query pipeline writes Bronze from the same rows)."""
     raw = F.from_json("value_raw", RAW_SCHEMA)
     df = bronze.withColumn("_j", raw).withColumn("_ok_json", F.expr("try_parse_json(value_raw)").isNotNull())
     j = F.col("_j")
@@ -119,6 +127,7 @@ def parse_bronze(bronze: DataFrame) -> DataFrame:
         "value_raw",
         "ts_kafka",
         "ingest_date",
+        *keep,
     )
 
 
@@ -147,8 +156,9 @@ def first_per_key(trades: pa.Table) -> pa.Table:
     return ordered.take(pc.take(firsts, pc.sort_indices(firsts))).drop_columns(["_i"])  # row numbers, in order
 
 
-def _existing_keys(path: str | Path, lo: Any, hi: Any) -> pa.Table:
-    """Silver's keys with ``lo <= event_time <= hi`` (a duplicate carries its original's event time).
+def _silver_rows(path: str | Path, lo: Any, hi: Any, columns: list[str]) -> pa.Table:
+    """``columns`` of Silver's rows with ``lo <= event_time <= hi`` (a duplicate carries its original's event
+    time, so the keys in a batch's event-time range are all a duplicate check needs).
 
     Read with delta-rs: the event_date partitions, then Parquet row-group statistics, prune the files.
     """
@@ -159,28 +169,46 @@ def _existing_keys(path: str | Path, lo: Any, hi: Any) -> pa.Table:
     where = ((ds.field("event_date") >= pa.scalar(lo, pa.timestamp("us", tz="UTC")).cast(date))
              & (ds.field("event_date") <= pa.scalar(hi, pa.timestamp("us", tz="UTC")).cast(date))
              & (ds.field("event_time") >= lo) & (ds.field("event_time") <= hi))
-    return dataset.to_table(columns=KEYS, filter=where)
+    return dataset.to_table(columns=columns, filter=where)
 
 
-def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str,
-                  stats: LayerStats | None = None) -> None:
-    """Parse and deduplicate within the batch in Spark (one job), dedup against Silver and commit with delta-rs."""
-    t0 = time.perf_counter()
-    parsed = parse_bronze(batch)
+def driver_columns() -> list[Column]:
+    """What a Silver micro-batch brings to the driver: Silver's columns, ``reason``, and for bad rows their
+    raw value, Kafka time and ingest date (the quarantine's columns)."""
     bad = F.col("reason").isNotNull()
-    rows = parsed.select(*SILVER_SCHEMA.fieldNames(), "reason", F.when(bad, F.col("value_raw")).alias("value_raw"),
-                         "ts_kafka", "ingest_date").toArrow()
-    t1 = time.perf_counter()
+    return [F.col(c) for c in SILVER_SCHEMA.fieldNames()] + [
+        F.col("reason"), F.when(bad, F.col("value_raw")).alias("value_raw"), F.col("ts_kafka"),
+        F.col("ingest_date")]
+
+
+def _written_rows(path: str | Path, good: pa.Table, lo: Any, hi: Any) -> pa.Table:
+    """The rows of ``good`` that Silver holds already (same topic, partition, offset): a replayed batch."""
+    lineage = ["topic", "partition", "offset"]
+    held = _silver_rows(path, lo, hi, lineage)
+    return good.join(held, lineage, join_type="left semi") if held.num_rows else good.slice(0, 0)
+
+
+def commit_parsed(rows: pa.Table, batch_id: int, settings: Settings, app_id: str,
+                  stats: LayerStats | None = None) -> pa.Table:
+    """Parsed rows (``parse_bronze``'s columns, as Arrow) -> Silver and quarantine; returns the new Silver rows.
+
+    Valid rows are deduplicated within the batch (:func:`first_per_key`) and against Silver, then appended
+    with (app_id, batch_id).  A batch replayed after it was committed returns the same new rows (those
+    Silver holds at its offsets), so a layer fed from here (Gold, in the one-query pipeline) sees them again.
+    """
     is_bad = pc.is_valid(rows["reason"])
     n_bad = pc.sum(is_bad.cast(pa.int64())).as_py() or 0
     good = first_per_key(rows.filter(pc.invert(is_bad)).select(SILVER_SCHEMA.fieldNames()))
     if good.num_rows:
         bounds = pc.min_max(good["event_time"])
-        existing = _existing_keys(settings.silver, bounds["min"], bounds["max"])
-        if existing.num_rows:
-            good = good.join(existing, KEYS, join_type="left anti")
-        delta_io.append(settings.silver, good.sort_by([("partition", "ascending"), ("offset", "ascending")]),
-                        app_id, batch_id)
+        if delta_io.applied_batch(settings.silver, app_id) >= batch_id:
+            good = _written_rows(settings.silver, good, bounds["min"], bounds["max"])
+        else:
+            existing = _silver_rows(settings.silver, bounds["min"], bounds["max"], KEYS)
+            if existing.num_rows:
+                good = good.join(existing, KEYS, join_type="left anti")
+            good = good.sort_by([("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")])
+            delta_io.append(settings.silver, good, app_id, batch_id)
     if n_bad:
         quarantine = rows.filter(is_bad)
         now = pa.array([datetime.now(UTC)] * quarantine.num_rows, pa.timestamp("us", tz="UTC"))
@@ -189,6 +217,22 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
         delta_io.compact(settings.silver)
     if stats is not None:
         stats.add(batch_id, "quarantined", n_bad)
+    return good.sort_by([("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")])
+
+
+def to_driver(bronze: DataFrame) -> DataFrame:
+    """Bronze rows -> what :func:`commit_parsed` takes (applied to the stream, once)."""
+    return parse_bronze(bronze).select(*driver_columns())
+
+
+def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str,
+                  stats: LayerStats | None = None) -> None:
+    """A batch of :func:`to_driver` rows: one Spark job brings it to the driver, :func:`commit_parsed` commits."""
+    t0 = time.perf_counter()
+    rows = batch.toArrow()
+    t1 = time.perf_counter()
+    commit_parsed(rows, batch_id, settings, app_id, stats)
+    if stats is not None:
         stats["_spark_ms"], stats["_commit_ms"] = round(1000 * (t1 - t0)), round(1000 * (time.perf_counter() - t1))
 
 
@@ -203,10 +247,13 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
                  checkpoint: str | Path | None = None) -> StreamingQuery:
     """Bronze (Delta stream) -> ``settings.silver`` + ``settings.quarantine``."""
     ensure_tables(spark, settings)
+    if checkpoint is None:
+        check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
     return start_delta_foreach_batch(
         spark, settings.bronze, QUERY_NAME, checkpoint, trigger or settings.trigger,
         lambda batch, batch_id, app_id, stats: process_batch(batch, batch_id, settings, app_id, stats),
+        transform=to_driver,
     )
 
 

@@ -98,12 +98,12 @@ def test_silver_batches_are_idempotent_and_dedup_across_batches(spark, tmp_path:
     batch0 = bronze_df(spark, [trade_json(str(i), 10.0 + i, 1.0, T0 + timedelta(seconds=i)) for i in range(5)]
                        + ["junk"])
     stats = LayerStats()
-    silver.process_batch(batch0, 0, settings, "app", stats)
-    silver.process_batch(batch0, 0, settings, "app", stats)  # replay after a crash: a no-op
+    silver.process_batch(silver.to_driver(batch0), 0, settings, "app", stats)
+    silver.process_batch(silver.to_driver(batch0), 0, settings, "app", stats)  # replay after a crash: a no-op
     # a later batch repeats trades 3 and 4 (a snapshot after reconnect) and adds 5
     batch1 = bronze_df(spark, [trade_json(str(i), 10.0 + i, 1.0, T0 + timedelta(seconds=i)) for i in (3, 4, 5)],
                        start_offset=6)
-    silver.process_batch(batch1, 1, settings, "app")
+    silver.process_batch(silver.to_driver(batch1), 1, settings, "app")
     table = spark.read.format("delta").load(str(settings.silver))
     assert sorted(int(r.trade_id) for r in table.collect()) == [0, 1, 2, 3, 4, 5]
     assert spark.read.format("delta").load(str(settings.quarantine)).count() == 1
@@ -200,3 +200,58 @@ def test_a_crash_mid_offset_write_does_not_block_the_restart(spark, tmp_path: Pa
     query.awaitTermination(120)
     assert query.exception() is None
     assert [r.trade_id for r in spark.read.format("delta").load(str(settings.silver)).collect()] == ["1"]
+
+
+def kafka_df(spark, values: list[str], start_offset: int = 0):
+    """Rows as Spark's Kafka source gives them."""
+    rows = [(b"BTC/USD", v.encode(), "t", 0, start_offset + i, T0, 0, [("source", b"test")])
+            for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, "key binary, value binary, topic string, partition int, offset long, "
+                                       "timestamp timestamp, timestampType int, headers array<struct<key:string,value:binary>>")
+
+
+def test_one_query_pipeline_batch_is_exact_after_a_crash_between_silver_and_gold(spark, tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    from lakehouse_utils import bronze, pipeline
+    from lakehouse_utils.gold_writer import GoldWriter
+    from lakehouse_utils.streaming import app_id_for
+
+    settings = Settings(data_dir=tmp_path)
+    gold.ensure_tables(spark, settings)
+    checkpoint = tmp_path / "checkpoints" / pipeline.CHECKPOINT
+    values = [trade_json(str(i), 10.0 + i, 1.0, T0 + timedelta(seconds=i)) for i in range(4)]
+    batch0 = pipeline.rows_for_layers(kafka_df(spark, values + ["junk", values[1]])).toArrow()
+    # batch 0 reaches Bronze and Silver, then the process dies before Gold ...
+    bronze.write_batch(settings, batch0, app_id_for("bronze", checkpoint), 0)
+    first = silver.commit_parsed(batch0, 0, settings, app_id_for("silver", checkpoint))
+    assert first["trade_id"].to_pylist() == ["0", "1", "2", "3"]
+    # ... and Spark replays it after the restart: Silver hands Gold the same four trades, nothing is doubled
+    GoldWriter._cache.clear()
+    pipeline.process_batch(batch0, 0, settings, checkpoint, spark)
+    batch1 = pipeline.rows_for_layers(kafka_df(spark, [values[3], trade_json("9", 20.0, 2.0, T0)], 6)).toArrow()
+    pipeline.process_batch(batch1, 1, settings, checkpoint, spark)
+    pipeline.process_batch(batch1, 1, settings, checkpoint, spark)  # a replay of a batch that completed
+
+    assert len(DeltaTable(str(settings.bronze)).to_pyarrow_table()) == 8  # the raw audit keeps every message
+    assert len(DeltaTable(str(settings.quarantine)).to_pyarrow_table()) == 1
+    assert sorted(DeltaTable(str(settings.silver)).to_pyarrow_table()["trade_id"].to_pylist()) == \
+        ["0", "1", "2", "3", "9"]
+    bar = DeltaTable(str(settings.bars_table("1m"))).to_pyarrow_table().to_pylist()
+    assert len(bar) == 1 and bar[0]["trades"] == 5 and bar[0]["exchange"] == "kraken"
+    assert (bar[0]["open"], bar[0]["high"], bar[0]["low"], bar[0]["close"]) == (10.0, 20.0, 10.0, 13.0)  # "0" opens: (time, id) order
+    assert bar[0]["volume"] == pytest.approx(6.0)
+
+
+def test_a_data_dir_runs_one_flow(tmp_path: Path) -> None:
+    from lakehouse_utils import pipeline
+    from lakehouse_utils.streaming import LAYER_CHECKPOINTS, check_flow
+
+    settings = Settings(data_dir=tmp_path)
+    check_flow(settings, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)  # a new data dir: either flow may start
+    (settings.checkpoint(pipeline.CHECKPOINT) / "offsets").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="built by the one-query pipeline.*lakehouse reset"):
+        check_flow(settings, silver.CHECKPOINT, (pipeline.CHECKPOINT,))
+    (settings.checkpoint(silver.CHECKPOINT) / "offsets").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="built layer by layer.*bronze_to_silver_trades"):
+        check_flow(settings, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)
