@@ -80,8 +80,7 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
     its state-reconstruction job per batch.
     """
     ensure_bronze(spark, settings)
-    if checkpoint is None:
-        check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
+    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     repair_checkpoint(checkpoint)
     app_id: list[str] = []

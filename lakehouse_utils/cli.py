@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watermark", help="event-time lateness allowed before a bar is final (default 2 minutes)")
     _job(p)
 
+    p = sub.add_parser("pipeline", help="Kafka -> Bronze -> Silver -> Gold as one streaming query (the demo's)")
+    _common(p)
+    p.add_argument("--startingOffsets", dest="starting_offsets", help="earliest | latest | JSON (default earliest)")
+    p.add_argument("--maxOffsetsPerTrigger", dest="max_offsets_per_trigger", type=int)
+    p.add_argument("--allow-data-loss", action="store_true",
+                   help="failOnDataLoss=false: skip offsets deleted by retention instead of failing")
+    p.add_argument("--watermark", help="event-time lateness allowed before a bar is final (default 2 minutes)")
+    _job(p)
+
     p = sub.add_parser("demo", help="the main job: broker + producer + Bronze/Silver/Gold in one process")
     _common(p)
     p.add_argument("--source", choices=["replay", "kraken", "synthetic"], default="replay")
@@ -87,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", action="append", dest="pairs", help="pair(s), e.g. BTC/USD or XBT/USDT (repeatable)")
     p.add_argument("--speed", default="max", help="replay speed factor or 'max' (default max)")
     p.add_argument("--broker-port", type=int, help="port of the embedded broker (default 19092)")
-    p.add_argument("--trigger", default="1 second", help="processing-time trigger of the three queries")
+    p.add_argument("--trigger", default="1 second", help="processing-time trigger of the pipeline query")
     p.add_argument("--watermark")
     end = p.add_mutually_exclusive_group()
     end.add_argument("--until-drained", action="store_true",
@@ -153,6 +162,13 @@ def _gold(args: argparse.Namespace, settings: Settings) -> int:
     from .gold import start_gold
 
     return _run_layer(args, settings, start_gold)
+
+
+@command("pipeline")
+def _pipeline(args: argparse.Namespace, settings: Settings) -> int:
+    from .pipeline import start_pipeline
+
+    return _run_layer(args, settings, start_pipeline, fail_on_data_loss=not args.allow_data_loss)
 
 
 @command("demo")

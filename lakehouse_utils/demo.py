@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,7 +87,12 @@ def run_demo(
     t0 = time.monotonic()
     progress = progress or ProgressLine()
     kafka = None
+    # Spark's JVM boots while the broker's does (each takes seconds; both JVMs are cold at a first run)
+    boot = ThreadPoolExecutor(1, thread_name_prefix="spark-boot")
+    booting = boot.submit(get_spark, settings)
+    boot.shutdown(wait=False)
     if start_broker:
+        progress.update("starting the embedded broker and Spark ...")
         kafka = LocalKafka(settings.broker_dir, broker_port or settings.broker_port)
         owned = not kafka.is_running()
         kafka.start()
@@ -94,8 +100,9 @@ def run_demo(
         if not owned:
             kafka = None  # someone else's broker: leave it running
 
-    ensure_topics(settings)  # Bronze's Kafka source needs the topic before the first trade
-    spark = get_spark(settings)
+    ensure_topics(settings)  # the pipeline's Kafka source needs the topic before the first trade
+    progress.update(f"broker ready at {settings.bootstrap} ({time.monotonic() - t0:.1f}s); starting Spark ...")
+    spark = booting.result()
     queries = {}
     producer = None
     drained = False

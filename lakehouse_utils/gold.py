@@ -116,9 +116,11 @@ def bars(trades: DataFrame, timeframe: str, watermark_us: int | None = None) -> 
 
 def check_layout(spark: SparkSession, path: Path) -> None:
     """Refuse a Gold table of the old layout (MERGE'd, no exchange): it must be rebuilt from Silver."""
+    from deltalake import DeltaTable
+
     if not table_exists(path):
         return
-    columns = set(spark.read.format("delta").load(str(path)).columns)
+    columns = {f.name for f in DeltaTable(str(path)).schema().fields}
     missing = {"exchange", "batch_id", "watermark"} - columns
     if missing:
         raise RuntimeError(
@@ -148,8 +150,7 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
     """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
     from .gold_writer import GoldWriter, start_idle_finalizer
 
-    if checkpoint is None:
-        check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
+    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     ensure_tables(spark, settings)
 

@@ -69,11 +69,10 @@ def process_batch(rows: pa.Table, batch_id: int, settings: Settings, checkpoint:
 
 
 def start_pipeline(spark: SparkSession, settings: Settings, trigger: str | None = None,
-                   checkpoint: str | Path | None = None) -> StreamingQuery:
+                   checkpoint: str | Path | None = None, fail_on_data_loss: bool = True) -> StreamingQuery:
     """Kafka topic -> Bronze, Silver (+ quarantine) and Gold (1m, 5m, 1h, late trades) in one query."""
     gold.ensure_tables(spark, settings)
-    if checkpoint is None:
-        check_flow(settings, CHECKPOINT, LAYER_CHECKPOINTS)
+    check_flow(settings, CHECKPOINT, LAYER_CHECKPOINTS)
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     repair_checkpoint(checkpoint)
     stats = LayerStats()
@@ -86,7 +85,7 @@ def start_pipeline(spark: SparkSession, settings: Settings, trigger: str | None 
 
     with scheduler_pool(spark, QUERY_NAME):
         query = (  # the transformation is built once, on the stream: building it per batch cost ~0.5 s here
-            rows_for_layers(bronze.read_kafka(spark, settings))
+            rows_for_layers(bronze.read_kafka(spark, settings, fail_on_data_loss))
             .writeStream.queryName(QUERY_NAME)
             .foreachBatch(run)
             .option("checkpointLocation", str(checkpoint))

@@ -247,8 +247,7 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
                  checkpoint: str | Path | None = None) -> StreamingQuery:
     """Bronze (Delta stream) -> ``settings.silver`` + ``settings.quarantine``."""
     ensure_tables(spark, settings)
-    if checkpoint is None:
-        check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
+    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
     return start_delta_foreach_batch(
         spark, settings.bronze, QUERY_NAME, checkpoint, trigger or settings.trigger,

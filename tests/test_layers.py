@@ -207,7 +207,8 @@ def kafka_df(spark, values: list[str], start_offset: int = 0):
     rows = [(b"BTC/USD", v.encode(), "t", 0, start_offset + i, T0, 0, [("source", b"test")])
             for i, v in enumerate(values)]
     return spark.createDataFrame(rows, "key binary, value binary, topic string, partition int, offset long, "
-                                       "timestamp timestamp, timestampType int, headers array<struct<key:string,value:binary>>")
+                                       "timestamp timestamp, timestampType int, "
+                                       "headers array<struct<key:string,value:binary>>")
 
 
 def test_one_query_pipeline_batch_is_exact_after_a_crash_between_silver_and_gold(spark, tmp_path: Path) -> None:
@@ -239,7 +240,8 @@ def test_one_query_pipeline_batch_is_exact_after_a_crash_between_silver_and_gold
         ["0", "1", "2", "3", "9"]
     bar = DeltaTable(str(settings.bars_table("1m"))).to_pyarrow_table().to_pylist()
     assert len(bar) == 1 and bar[0]["trades"] == 5 and bar[0]["exchange"] == "kraken"
-    assert (bar[0]["open"], bar[0]["high"], bar[0]["low"], bar[0]["close"]) == (10.0, 20.0, 10.0, 13.0)  # "0" opens: (time, id) order
+    # "0" opens: trades are ordered by (time, id)
+    assert (bar[0]["open"], bar[0]["high"], bar[0]["low"], bar[0]["close"]) == (10.0, 20.0, 10.0, 13.0)
     assert bar[0]["volume"] == pytest.approx(6.0)
 
 

@@ -1,9 +1,14 @@
 """Catch-up throughput: N synthetic trades already in Kafka -> Bronze -> Silver -> Gold, then checked.
 
-``python -m lakehouse_utils.bench.catchup --data-dir D --bootstrap B [--n 1000000]`` prints one JSON line.
-The trades (3 symbols) are produced first; then Bronze, Silver and Gold each run with ``available-now``,
-one after another in one Spark session (each layer reads what the previous one wrote), and the wall time
-of the three together is the figure.  Gold's 1-minute bars must then hold every trade exactly once.
+``python -m lakehouse_utils.bench.catchup --data-dir D --bootstrap B [--n 1000000] [--flow pipeline|layers]``
+prints one JSON line.  The trades (3 symbols) are produced first; then, with ``available-now``:
+
+- ``pipeline`` (as ``lakehouse demo`` and ``lakehouse pipeline`` catch up): the one query takes the topic
+  in batches of ``per_trigger`` offsets through Bronze, Silver and Gold together;
+- ``layers`` (as notebooks 02-04 or ``lakehouse bronze|silver|gold`` catch up): Bronze, Silver and Gold one
+  after another in one Spark session, each reading what the previous one wrote.
+
+The wall time of the whole catch-up is the figure.  Gold's 1-minute bars must then hold every trade once.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from pathlib import Path
 PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
 
 
-def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000) -> dict[str, float | int]:
+def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
+        flow: str = "pipeline") -> dict[str, float | int | str]:
     from deltalake import DeltaTable
 
     from ..bronze import start_bronze
     from ..config import Settings
     from ..gold import start_gold
+    from ..pipeline import start_pipeline
     from ..producer import ProducerThread, TradeProducer, ensure_topics
     from ..silver import start_silver
     from ..spark import get_spark
@@ -38,7 +45,9 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000) -> dict[
     spark = get_spark(settings)
     layers: dict[str, float] = {}
     t0 = time.monotonic()
-    for name, start in (("bronze", start_bronze), ("silver", start_silver), ("gold", start_gold)):
+    steps = (("pipeline", start_pipeline),) if flow == "pipeline" else \
+        (("bronze", start_bronze), ("silver", start_silver), ("gold", start_gold))
+    for name, start in steps:
         t = time.monotonic()
         query = start(spark, settings, trigger="available-now")
         query.awaitTermination()
@@ -49,7 +58,7 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000) -> dict[
     in_gold = int(DeltaTable(str(settings.bars_table("1m"))).to_pandas(columns=["trades"])["trades"].sum())
     if in_gold != produced:
         raise AssertionError(f"Gold holds {in_gold} trades, {produced} were produced")
-    return {"catchup_trades_per_s": produced / wall, "trades": produced, "wall_s": wall,
+    return {"catchup_trades_per_s": produced / wall, "trades": produced, "wall_s": wall, "flow": flow,
             **{f"{k}_s": v for k, v in layers.items()}}
 
 
@@ -58,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--flow", choices=["pipeline", "layers"], default="pipeline")
     args = ap.parse_args(argv)
-    print(json.dumps(run(Path(args.data_dir), args.bootstrap, args.n)), flush=True)
+    print(json.dumps(run(Path(args.data_dir), args.bootstrap, args.n, flow=args.flow)), flush=True)
     return 0
 
 
