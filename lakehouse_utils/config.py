@@ -30,7 +30,7 @@ class Settings:
     partitions: int = 1
     retention_ms: int = 7 * 24 * 3600 * 1000
     starting_offsets: str = "earliest"
-    trigger: str = "2 seconds"
+    trigger: str = "1 second"
     max_offsets_per_trigger: int | None = None
     watermark: str = "2 minutes"
     shuffle_partitions: int = 2

@@ -186,7 +186,7 @@ class QueryPanel(Panel):
         self,
         name: str,
         start: Callable[[str], Any],
-        default_trigger: str = "2 seconds",
+        default_trigger: str = "1 second",
         refresh: float = 1.0,
     ) -> None:
         self.name = name
@@ -197,7 +197,7 @@ class QueryPanel(Panel):
         self._lock = threading.Lock()
         self.title_w = W.HTML(f"<b>{html.escape(name)}</b>")
         self.trigger_w = W.Text(value=default_trigger, description="trigger",
-                                placeholder="'2 seconds' | available-now | once")
+                                placeholder="'1 second' | available-now | once")
         self.start_b = W.Button(description="Start", button_style="success", icon="play")
         self.stop_b = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.status_w = W.HTML(pre(f"{name}: not started"))
