@@ -32,6 +32,15 @@ PIPELINE_CHECKPOINT = "kafka_to_gold"
 LAYER_CHECKPOINTS = ("kafka_to_bronze_trades", "bronze_to_silver_trades", "silver_to_gold_bars")
 
 
+def flow_of(settings: Any) -> str | None:
+    """"pipeline" or "layers": the way the data dir's tables were built (``None`` for a new data dir)."""
+    if (settings.checkpoint(PIPELINE_CHECKPOINT) / "offsets").is_dir():
+        return "pipeline"
+    if any((settings.checkpoint(n) / "offsets").is_dir() for n in LAYER_CHECKPOINTS):
+        return "layers"
+    return None
+
+
 def check_flow(settings: Any, mine: str, others: tuple[str, ...] | list[str]) -> None:
     """Refuse to start checkpoint ``mine`` on a data dir the other flow (``others``' checkpoints) has run."""
     found = [n for n in others if n != mine and (settings.checkpoint(n) / "offsets").is_dir()]

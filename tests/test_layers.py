@@ -247,13 +247,17 @@ def test_one_query_pipeline_batch_is_exact_after_a_crash_between_silver_and_gold
 
 def test_a_data_dir_runs_one_flow(tmp_path: Path) -> None:
     from lakehouse_utils import pipeline
-    from lakehouse_utils.streaming import LAYER_CHECKPOINTS, check_flow
+    from lakehouse_utils.streaming import LAYER_CHECKPOINTS, check_flow, flow_of
 
     settings = Settings(data_dir=tmp_path)
     check_flow(settings, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)  # a new data dir: either flow may start
+    assert flow_of(settings) is None
     (settings.checkpoint(pipeline.CHECKPOINT) / "offsets").mkdir(parents=True)
+    assert flow_of(settings) == "pipeline"
     with pytest.raises(RuntimeError, match="built by the one-query pipeline.*lakehouse reset"):
         check_flow(settings, silver.CHECKPOINT, (pipeline.CHECKPOINT,))
-    (settings.checkpoint(silver.CHECKPOINT) / "offsets").mkdir(parents=True)
+    layered = Settings(data_dir=tmp_path / "layered")
+    (layered.checkpoint(silver.CHECKPOINT) / "offsets").mkdir(parents=True)
+    assert flow_of(layered) == "layers"  # the demo keeps to the layer queries on such a data dir
     with pytest.raises(RuntimeError, match="built layer by layer.*bronze_to_silver_trades"):
-        check_flow(settings, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)
+        check_flow(layered, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)
