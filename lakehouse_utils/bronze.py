@@ -65,6 +65,9 @@ def read_kafka(spark: SparkSession, settings: Settings, fail_on_data_loss: bool 
         .option("startingOffsets", settings.starting_offsets)
         .option("includeHeaders", "true")
         .option("failOnDataLoss", str(fail_on_data_loss).lower())
+        # a topic partition is read by as many tasks as there are cores: one task used one core of a
+        # catch-up batch (measured: 250k trades parsed in 6.5 s with two tasks, 11.6 s with one)
+        .option("minPartitions", str(spark.sparkContext.defaultParallelism))
     )
     if settings.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))

@@ -44,6 +44,7 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     produced = thread.stop().delivered
     spark = get_spark(settings)
     layers: dict[str, float] = {}
+    last_batch_ms: dict[str, int] = {}  # where a (full-size) batch's time went: Spark, then each table's commit
     t0 = time.monotonic()
     steps = (("pipeline", start_pipeline),) if flow == "pipeline" else \
         (("bronze", start_bronze), ("silver", start_silver), ("gold", start_gold))
@@ -53,13 +54,18 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
         query.awaitTermination()
         if query.exception() is not None:
             raise RuntimeError(f"{name}: {query.exception()}")
+        if hasattr(query, "idle_finalizer"):
+            query.idle_finalizer.join(10)
+        stats = getattr(query, "layer_stats", {})
+        last_batch_ms.update({f"{name}{k}": v for k, v in stats.items() if k.endswith("_ms")})
         layers[name] = time.monotonic() - t
     wall = time.monotonic() - t0
     in_gold = int(DeltaTable(str(settings.bars_table("1m"))).to_pandas(columns=["trades"])["trades"].sum())
+    spark.stop()
     if in_gold != produced:
         raise AssertionError(f"Gold holds {in_gold} trades, {produced} were produced")
     return {"catchup_trades_per_s": produced / wall, "trades": produced, "wall_s": wall, "flow": flow,
-            **{f"{k}_s": v for k, v in layers.items()}}
+            **{f"{k}_s": v for k, v in layers.items()}, "last_batch_ms": last_batch_ms}
 
 
 def main(argv: list[str] | None = None) -> int:

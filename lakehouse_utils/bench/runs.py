@@ -106,6 +106,7 @@ class LiveRun:
     peak_rss_mb: float
     latency: dict[str, Any]
     first_bar_s: float | None = None
+    latency_with_cold_start: dict[str, Any] = field(default_factory=dict)  # every trade, the first ones too
     logs: list[str] = field(default_factory=list)
 
 
@@ -155,6 +156,7 @@ def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = 
     since = (arrivals["append_s"].min() + warmup_s) if warmup_s and len(arrivals) else None
     lat = latencies(arrivals, polls, since=since)
     return LiveRun(flow, f"{source} x{speed}", wall, peak, lat.summary(),
+                   latency_with_cold_start=latencies(arrivals, polls).summary(),
                    logs=[str(p) for p in sorted(logs.glob(f"{name}.*"))])
 
 
