@@ -142,6 +142,8 @@ def run_demo(
         for q in queries.values():
             if q.isActive:
                 q.stop()
+            if getattr(q, "idle_finalizer", None) is not None:
+                q.idle_finalizer.join(10)
         if kafka is not None:
             offsets = end_offsets(settings.bootstrap, settings.topic)
             kafka.stop()

@@ -28,6 +28,9 @@ def run_query(query: StreamingQuery, duration: float | None = None, progress: Pr
     finally:
         if query.isActive:
             query.stop()
+        helper = getattr(query, "idle_finalizer", None)  # Gold's idle finalizer: let it leave before we exit
+        if helper is not None:
+            helper.join(10)
     error = query.exception()
     progress.done(f"{query.name}: stopped" + (f" with error: {error}" if error else ""))
     return 1 if error else 0
