@@ -142,7 +142,14 @@ def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = 
         for layer in ("bronze", "silver", "gold"):
             procs.append(_lakehouse(layer, *common, *tr, log=logs / f"{name}.{layer}.log", env=env))
         sampler = RssSampler(roots + [p.pid for p in procs])
-        time.sleep(20)  # the kernels are up before the producer starts (a user runs 02-04, then 01's Start)
+        # a user runs 02-04, sees each panel running, then presses 01's Start: feed once every query has started
+        from ..streaming import LAYER_CHECKPOINTS
+
+        started = [data / "checkpoints" / name / "metadata" for name in LAYER_CHECKPOINTS]
+        deadline = time.monotonic() + 180
+        while not all(m.exists() for m in started) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
         ingest = _lakehouse("ingest", *common, *feed, "--duration", str(feed_seconds), log=logs / f"{name}.ingest.log",
                             env=env)
         ingest.wait(feed_seconds + 120)
