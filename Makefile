@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 JARS   := .jars/spark/.resolved .jars/kafka/.resolved
 DATA   ?= data
 PYTEST_ARGS ?=
+# Jupyter refuses to run as root (containers, CI) unless told to
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup test unit lint lab demo notebooks bench e2e dashboard clean reset jars
 
@@ -35,7 +37,7 @@ lint: setup
 	$(VENV)/bin/ruff check lakehouse_utils tests
 
 lab: setup
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(ALLOW_ROOT)
 
 # The main job: the bundled real hour through broker, producer, Bronze, Silver, Gold; report in $(DATA)/reports
 demo: setup

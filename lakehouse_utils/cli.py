@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("broker", help="embedded Kafka (KRaft) broker: start | stop | status")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--port", type=int, default=None, help="client port (default 19092; controller uses port+1)")
-    p.add_argument("--data-dir", dest="broker_dir", default=None, help="broker data dir (default <data>/kafka)")
+    p.add_argument("--data-dir", dest="data_dir", help="data root, as for every command: the broker lives in "
+                   "<data>/kafka (default ./data)")
+    p.add_argument("--broker-dir", dest="broker_dir", default=None, help="the broker's own folder, if not <data>/kafka")
 
     p = sub.add_parser("topic", help="topics: create | list | consume (peek at the last messages)")
     p.add_argument("action", choices=["create", "list", "consume"])
@@ -204,11 +206,22 @@ def _reset(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _broker_dir(settings: Settings) -> Path:
+    """``<data>/kafka``; an older spelling passed the broker's own folder as ``--data-dir``: still honoured."""
+    given = settings.data_dir
+    if (given / "server.properties").exists() or (given.name == "kafka" and not (given / "kafka").exists()):
+        print(f"note: --data-dir is the data root for every command (the broker lives in <data>/kafka); {given} "
+              f"is a broker folder, so it is used as one. Next time: --data-dir {given.parent} "
+              f"(or --broker-dir {given}).", file=sys.stderr)
+        return given
+    return settings.broker_dir
+
+
 @command("broker")
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
     from .broker import DEFAULT_PORT, LocalKafka
 
-    kafka = LocalKafka(args.broker_dir or settings.broker_dir, args.port or DEFAULT_PORT)
+    kafka = LocalKafka(args.broker_dir or _broker_dir(settings), args.port or DEFAULT_PORT)
     if args.action == "start":
         was_running = kafka.is_running()
         kafka.start()

@@ -118,7 +118,7 @@ def run_demo(
             queries = {"pipeline": start_pipeline(spark, settings, trigger=trigger)}  # Kafka -> Bronze, Silver, Gold
         for name, start in (extra_queries or {}).items():  # e.g. the bench's seed-style Gold beside ours
             queries[name] = start(spark, settings)
-        src, cleanup = make_source(source, pairs or ["BTC/USD"], file=file, speed=speed)
+        src, cleanup = make_source(source, pairs, file=file, speed=speed)  # a replay: every symbol recorded
         producer = ProducerThread(src, TradeProducer.from_settings(settings), name=source, cleanup=cleanup)
         producer.start()
         deadline = None if duration is None else t0 + duration

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import TextIO
 
 from confluent_kafka import KafkaException
 
+from .broker import reachable
 from .config import Settings
 from .producer import SOURCE_KINDS, ProducerStatus, ProducerThread, TradeProducer, make_source, parse_speed
 from .progress import ProgressLine
@@ -62,14 +64,23 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
     Returns 0 if every message reached Kafka, 1 on delivery errors or a failed source, 2 if Kafka is unreachable.
     """
     out = out or sys.stdout
-    pairs = args.pairs or DEFAULT_PAIRS
+    pairs = args.pairs or ([] if args.source == "replay" else DEFAULT_PAIRS)  # a replay: every symbol recorded
     speed = parse_speed(args.speed)
+    timeout = getattr(args, "connect_timeout", 10.0)
+    hint = "start the embedded broker with `lakehouse broker start`, or pass --bootstrap"
+    # probe the port quietly first: librdkafka would log a failed connect every 50 ms before giving up
+    deadline = time.monotonic() + timeout
+    while not reachable(settings.bootstrap):
+        if time.monotonic() >= deadline:
+            print(f"cannot reach Kafka at {settings.bootstrap}: nothing accepts connections there\n{hint}",
+                  file=out, flush=True)
+            return 2
+        time.sleep(0.25)
     producer = TradeProducer.from_settings(settings)
     try:
-        producer.start(timeout=getattr(args, "connect_timeout", 10.0))  # ensures the topics
+        producer.start(timeout=timeout)  # ensures the topics
     except KafkaException as exc:
-        print(f"cannot reach Kafka at {settings.bootstrap}: {exc}\n"
-              "start the embedded broker with `lakehouse broker start`, or pass --bootstrap", file=out, flush=True)
+        print(f"cannot reach Kafka at {settings.bootstrap}: {exc}\n{hint}", file=out, flush=True)
         return 2
     source, cleanup = make_source(args.source, pairs, url=args.url, file=args.file, speed=speed,
                                   record=args.record, seed=args.seed, n_trades=args.n_trades)

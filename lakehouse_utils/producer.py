@@ -308,7 +308,7 @@ def _noop() -> None:
 
 def make_source(
     kind: str,
-    pairs: list[str] | tuple[str, ...],
+    pairs: list[str] | tuple[str, ...] | None,
     *,
     url: str | None = None,
     file: str | Path | None = None,
@@ -322,12 +322,17 @@ def make_source(
     - ``"kraken"``: live Kraken v2 (``url`` defaults to wss://ws.kraken.com/v2), recorded to ``record``.
     - ``"replay"``: a local :class:`~lakehouse_utils.replay.ReplayServer` playing ``file`` (default: the
       bundled real hour) at ``speed`` ("max" or a factor, 1 = real time); the stream ends with the recording.
+      Without ``pairs`` it plays every symbol the recording holds.
+
+    Live and synthetic sources without ``pairs`` take BTC/USD.
     - ``"synthetic"``: a seeded random walk, ``SYNTHETIC_BASE_RATE`` x ``speed`` trades/s ("max": as fast
       as possible on a simulated clock), ``n_trades`` in total (None: endless).
     """
     from .kraken import KRAKEN_V2_URL, KrakenV2Source
 
-    pairs = list(pairs)
+    pairs = list(pairs or [])
+    if kind != "replay" and not pairs:
+        pairs = ["BTC/USD"]
     if kind == "kraken":
         return KrakenV2Source(pairs, url or KRAKEN_V2_URL, record=record), _noop
     if kind == "replay":
@@ -335,7 +340,7 @@ def make_source(
 
         server = ReplayServer(file or SAMPLE_RECORDING, speed, close_when_done=True).start()
         try:
-            source = KrakenV2Source(pairs, server.url, end_on_close=True, record=record)
+            source = KrakenV2Source(pairs or server.symbols, server.url, end_on_close=True, record=record)
         except Exception:
             server.stop()
             raise

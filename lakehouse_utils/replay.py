@@ -161,6 +161,11 @@ class ReplayServer:
         self._started = threading.Event()
         self._error: BaseException | None = None
 
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols the recording holds trades of, sorted."""
+        return sorted(self._symbols)
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> ReplayServer:

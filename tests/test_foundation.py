@@ -140,10 +140,14 @@ def test_broker_cli_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixt
 
     port, data = str(free_port_pair()), str(tmp_path / "kafka")
     try:
-        assert main(["broker", "start", "--port", port, "--data-dir", data]) == 0
+        # --data-dir is the data root, as for every command: the broker lives in <data>/kafka
+        assert main(["broker", "start", "--port", port, "--data-dir", str(tmp_path)]) == 0
         assert "started broker 127.0.0.1:" + port in capsys.readouterr().out
+        assert (tmp_path / "kafka" / "server.properties").exists()
+        # the older spelling (the broker's own folder) still finds the same broker, and says what changed
         assert main(["broker", "start", "--port", port, "--data-dir", data]) == 0
-        assert "reusing broker" in capsys.readouterr().out
+        out = capsys.readouterr()
+        assert "reusing broker" in out.out and f"Next time: --data-dir {tmp_path}" in out.err
         assert main(["broker", "status", "--port", port, "--data-dir", data]) == 0
         assert "running (pid" in capsys.readouterr().out
     finally:

@@ -84,7 +84,7 @@ def test_duration_bounds_a_paced_run(kafka: LocalKafka, topic: str, tmp_path: Pa
     assert {m.key for m in last_messages(kafka.bootstrap, settings.topic, 50)} == {"SOL/USD", "ETH/USD"}
 
 
-def test_unreachable_broker_fails_fast(tmp_path: Path) -> None:
+def test_unreachable_broker_fails_fast(tmp_path: Path, capfd) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -95,6 +95,7 @@ def test_unreachable_broker_fails_fast(tmp_path: Path) -> None:
     code = ingest.run(args, Settings(data_dir=tmp_path, bootstrap=args.bootstrap, topic=args.topic), out=out)
     assert code == 2 and time.monotonic() - started < 15
     assert f"cannot reach Kafka at 127.0.0.1:{port}" in out.getvalue()
+    assert "Connect to" not in capfd.readouterr().err  # the clear message alone, no librdkafka log flood
 
 
 CTRL_C_SCRIPT = """

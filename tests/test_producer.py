@@ -359,7 +359,9 @@ def test_a_large_replay_lands_exactly_once_in_order_per_symbol(settings: Setting
     recording = write_recording(tmp_path / "big.jsonl.gz", n, per_frame=per_frame, symbols=pairs)
     recorded = [item for row in read_recording(recording) if row["frame"]["channel"] == "trade"
                 for item in row["frame"]["data"]]
-    source, cleanup = make_source("replay", pairs, file=recording, speed="max")
+    named = pairs if per_frame is None else None  # no pair named: a replay plays every symbol it recorded
+    source, cleanup = make_source("replay", named, file=recording, speed="max")
+    assert source.pairs == pairs
     thread = ProducerThread(source, TradeProducer.from_settings(settings), name="replay", cleanup=cleanup)
     run_to_end(thread, timeout=120)
     status = thread.status()
