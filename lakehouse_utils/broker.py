@@ -252,6 +252,22 @@ def reachable(bootstrap: str, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free on 127.0.0.1 (a broker and its controller, see ``_write_config``)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as s2:
+                try:
+                    s2.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free pair of ports on 127.0.0.1")
+
+
 def _port_open(port: int) -> bool:
     return reachable(f"127.0.0.1:{port}")
 

@@ -24,7 +24,7 @@ from typing import Any
 from .broker import LocalKafka, end_offsets
 from .config import TIMEFRAMES, Settings, table_exists
 from .progress import ProgressLine
-from .streaming import flow_of, parse_delay, progress_of
+from .streaming import flow_of, join_helpers, parse_delay, progress_of
 
 
 @dataclass
@@ -142,8 +142,7 @@ def run_demo(
         for q in queries.values():
             if q.isActive:
                 q.stop()
-            if getattr(q, "idle_finalizer", None) is not None:
-                q.idle_finalizer.join(10)
+            join_helpers(q)
         if kafka is not None:
             offsets = end_offsets(settings.bootstrap, settings.topic)
             kafka.stop()

@@ -155,6 +155,7 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
     ensure_tables(spark, settings)
 
     def run(batch: DataFrame, batch_id: int, app_id: str, stats) -> None:
+        # the process's session, not batch.sparkSession (a per-batch clone): the writer is cached per session
         GoldWriter.for_app(spark, settings, app_id, checkpoint).process(batch, batch_id, stats)
 
     query = start_delta_foreach_batch(spark, settings.silver, QUERY_NAME, checkpoint, trigger or settings.trigger,

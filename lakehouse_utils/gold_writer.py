@@ -314,7 +314,7 @@ def start_idle_finalizer(query: StreamingQuery, spark: SparkSession, settings: S
 
     thread = threading.Thread(target=loop, name=f"gold-idle-{query.id}", daemon=True)
     thread.start()
-    query.idle_finalizer = thread  # join it once the query has ended, before the process exits
+    query.helpers = [*getattr(query, "helpers", []), thread]  # see streaming.join_helpers
     return thread
 
 

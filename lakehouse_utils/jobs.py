@@ -10,7 +10,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from .config import Settings
 from .progress import ProgressLine
-from .streaming import progress_of
+from .streaming import join_helpers, progress_of
 
 
 def run_query(query: StreamingQuery, duration: float | None = None, progress: ProgressLine | None = None) -> int:
@@ -28,9 +28,7 @@ def run_query(query: StreamingQuery, duration: float | None = None, progress: Pr
     finally:
         if query.isActive:
             query.stop()
-        helper = getattr(query, "idle_finalizer", None)  # Gold's idle finalizer: let it leave before we exit
-        if helper is not None:
-            helper.join(10)
+        join_helpers(query)
     error = query.exception()
     progress.done(f"{query.name}: stopped" + (f" with error: {error}" if error else ""))
     return 1 if error else 0

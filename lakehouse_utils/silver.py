@@ -206,13 +206,15 @@ def commit_parsed(rows: pa.Table, batch_id: int, settings: Settings, app_id: str
     good = first_per_key(rows.filter(pc.invert(is_bad)).select(SILVER_SCHEMA.fieldNames()))
     if good.num_rows:
         bounds = pc.min_max(good["event_time"])
-        if delta_io.applied_batch(settings.silver, app_id) >= batch_id:
+        replayed = delta_io.applied_batch(settings.silver, app_id) >= batch_id
+        if replayed:
             good = _written_rows(settings.silver, good, bounds["min"], bounds["max"])
         else:
             existing = _silver_rows(settings.silver, bounds["min"], bounds["max"], KEYS)
             if existing.num_rows:
                 good = good.join(existing, KEYS, join_type="left anti")
-            good = good.sort_by([("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")])
+        good = good.sort_by([("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")])
+        if not replayed:
             delta_io.append(settings.silver, good, app_id, batch_id)
     if n_bad:
         quarantine = rows.filter(is_bad)
@@ -222,7 +224,7 @@ def commit_parsed(rows: pa.Table, batch_id: int, settings: Settings, app_id: str
         delta_io.compact(settings.silver)
     if stats is not None:
         stats.add(batch_id, "quarantined", n_bad)
-    return good.sort_by([("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")])
+    return good
 
 
 def to_driver(bronze: DataFrame) -> DataFrame:

@@ -268,6 +268,16 @@ def progress_of(query: StreamingQuery | None, name: str = "") -> Progress:
     )
 
 
+def join_helpers(query: StreamingQuery, timeout: float = 10.0) -> None:
+    """Wait for the threads a layer runs beside ``query`` (``query.helpers``: Gold's idle finalizer) to leave.
+
+    Call it once the query has ended, before the process exits: a daemon thread cut off inside a delta-rs
+    or Arrow call at interpreter exit aborts the process ("terminate called without an active exception").
+    """
+    for thread in getattr(query, "helpers", []):
+        thread.join(timeout)
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lakehouse_utils.broker import LocalKafka
+from lakehouse_utils.broker import LocalKafka, free_port_pair
 from lakehouse_utils.config import Settings
-
-
-def free_port_pair() -> int:
-    """A port p with p and p+1 free on 127.0.0.1 (broker and controller)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no free port pair")
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from deltalake import DeltaTable
 
 from lakehouse_utils import broker as brokers
-from lakehouse_utils.broker import LocalKafka
+from lakehouse_utils.broker import LocalKafka, free_port_pair
 from lakehouse_utils.config import Settings
 from lakehouse_utils.spark import get_spark
-
-from .conftest import free_port_pair
 
 N = 1000
 

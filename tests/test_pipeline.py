@@ -15,13 +15,11 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils.broker import LocalKafka
+from lakehouse_utils.broker import LocalKafka, free_port_pair
 from lakehouse_utils.config import Settings
 from lakehouse_utils.demo import run_demo
 from lakehouse_utils.gold import bars_path
 from lakehouse_utils.replay import SAMPLE_RECORDING
-
-from .conftest import free_port_pair
 
 pytestmark = pytest.mark.slow
 FRAMES = {"1m": "1min", "5m": "5min", "1h": "1h"}

@@ -33,6 +33,7 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     from ..producer import ProducerThread, TradeProducer, ensure_topics
     from ..silver import start_silver
     from ..spark import get_spark
+    from ..streaming import join_helpers
     from ..synthetic import SyntheticSource
 
     settings = Settings(data_dir=data, bootstrap=bootstrap, topic=f"bench.catchup.{int(time.time())}",
@@ -54,8 +55,7 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
         query.awaitTermination()
         if query.exception() is not None:
             raise RuntimeError(f"{name}: {query.exception()}")
-        if hasattr(query, "idle_finalizer"):
-            query.idle_finalizer.join(10)
+        join_helpers(query)
         stats = getattr(query, "layer_stats", {})
         last_batch_ms.update({f"{name}{k}": v for k, v in stats.items() if k.endswith("_ms")})
         layers[name] = time.monotonic() - t

@@ -16,11 +16,9 @@ CLI: ``python -m lakehouse_utils.bench.producer [--bootstrap HOST:PORT] [--repea
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import itertools
 import json
-import socket
 import statistics
 import tempfile
 import time
@@ -30,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..broker import end_offsets
+from ..broker import end_offsets, free_port_pair
 from ..kraken import read_recording
 from ..producer import ProducerThread, TradeProducer, make_source
 from ..replay import SAMPLE_RECORDING
@@ -143,18 +141,6 @@ def producer_replay_rate(bootstrap: str, workdir: Path, n: int = 100_000) -> flo
     return delivered / elapsed
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 1 free on 127.0.0.1 (the broker and its controller)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s, contextlib.suppress(OSError):
-            s.bind(("127.0.0.1", port + 1))
-            return port
-    raise RuntimeError("no free port pair")
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="producer throughput (trades/s delivered)")
     ap.add_argument("--bootstrap", default=None, help="a running broker (default: start one in a temp dir)")
@@ -170,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         if bootstrap is None:
             from ..broker import LocalKafka
 
-            kafka = LocalKafka(workdir / "kafka", _free_port_pair()).start()
+            kafka = LocalKafka(workdir / "kafka", free_port_pair()).start()
             bootstrap = kafka.bootstrap
         try:
             benches = {"synthetic": lambda: producer_synthetic_rate(bootstrap, workdir, args.synthetic_n),

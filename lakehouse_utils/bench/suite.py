@@ -12,7 +12,6 @@ import argparse
 import json
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..broker import LocalKafka, ensure_topic
+from ..broker import LocalKafka, ensure_topic, free_port_pair
 from ..config import Settings
 
 # field -> (target, higher is better, unit)
@@ -48,12 +47,6 @@ TARGETS: dict[str, tuple[float | None, bool, str]] = {
 # Live latencies leave out the trades appended in the first seconds of a run: they wait for the cold start
 # (JVM, first Spark job), which first_bar_s measures.  Each run's details keep the figures with them too.
 WARMUP_S = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -100,7 +93,7 @@ def m_notebook_flow(ctx: Context) -> dict[str, Any]:
 def m_first_bar(ctx: Context) -> dict[str, Any]:
     from .runs import first_bar_run
 
-    return {"first_bar_s": first_bar_run(ctx.root, _free_port())}
+    return {"first_bar_s": first_bar_run(ctx.root, free_port_pair())}
 
 
 def _catchup(ctx: Context, flow: str, n: int) -> dict[str, Any]:
@@ -208,7 +201,7 @@ def run(root: Path, only: list[str] | None = None, quick: bool = False) -> dict[
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("runs", "logs"):
         shutil.rmtree(root / sub, ignore_errors=True)
-    kafka = LocalKafka(root / "runs" / "kafka", _free_port())
+    kafka = LocalKafka(root / "runs" / "kafka", free_port_pair())
     kafka.start()
     ctx = Context(root / "runs", kafka, quick)
     results: dict[str, Any] = {}
