@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,20 @@ def update_figure(fig: go.Figure, bars: pd.DataFrame, alerts: pd.DataFrame | Non
                 trace[key] = value
         if title is not None:
             fig.layout.title.text = title
+    if isinstance(fig, go.FigureWidget):
+        keep_widget_state(fig)
     return fig
+
+
+def keep_widget_state(fig: go.FigureWidget) -> None:
+    """Make the widget's synced state the figure as it is now, without sending it again.
+
+    A ``FigureWidget`` sends its updates as one-off deltas and keeps, as the state a new view starts from,
+    the figure it was built with.  A view that connects later (Voila renders the page after the cells ran,
+    a reloaded JupyterLab tab) would start from that first, empty figure and never see the bars.
+    """
+    fig._trait_values["_widget_data"] = deepcopy(fig._data)
+    fig._trait_values["_widget_layout"] = deepcopy(fig._layout)
 
 
 def figure_bars(fig: go.Figure) -> pd.DataFrame:

@@ -103,6 +103,12 @@ def test_update_figure_changes_the_traces_in_place(tmp_path: Path) -> None:
     assert charts.figure_alerts(fig) == 1
     forming = next(t for t in fig.data if t.name == charts.FORMING)
     assert forming.opacity < 1 and len(forming.x) == 2
+    # a view that connects now (Voila renders after the cells ran; a reloaded tab) starts from the widget's
+    # state: it must hold the bars, not the empty figure the widget was built with
+    state = fig.get_state()
+    by_name = {t.get("name"): t for t in state["_widget_data"]}
+    assert len(by_name[charts.FINAL]["x"]) == 10 and len(by_name[charts.FORMING]["x"]) == 2
+    assert list(by_name[charts.FINAL]["close"]) == new["close"].iloc[:10].tolist()
 
 
 def test_live_candles_pick_up_bars_written_after_start(tmp_path: Path) -> None:
