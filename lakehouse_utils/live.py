@@ -262,10 +262,13 @@ class LiveCandles(Panel):
         current = self.symbol
         options = sorted(set(names) | ({current} if current else set()))
         if list(self.symbol_w.options) != options:
-            with self.symbol_w.hold_trait_notifications():
-                self.symbol_w.unobserve(self._on_change, names="value")
+            # options first, then value (not under hold_trait_notifications: its deferred validation checks
+            # the new value against the old options, which fails when the first symbol appears)
+            self.symbol_w.unobserve(self._on_change, names="value")
+            try:
                 self.symbol_w.options = options
                 self.symbol_w.value = current or (options[0] if options else None)
+            finally:
                 self.symbol_w.observe(self._on_change, names="value")
 
     def _on_change(self, _change: Any) -> None:

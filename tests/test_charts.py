@@ -115,10 +115,12 @@ def test_live_candles_pick_up_bars_written_after_start(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     path = charts.table_path(settings, "1m")
     bars = synthetic_bars(40, forming=2)
-    write_gold_bars(path, bars.iloc[:30].assign(is_final=lambda d: d.index < 28))
-    live = LiveCandles(settings, window=100, refresh=0.2)
+    live = LiveCandles(settings, window=100, refresh=0.2)  # started before Gold exists (the dashboard, 05)
     try:
-        assert live.running and len(live.shown_bars()) == 30
+        assert live.symbol is None and live.shown_bars().empty and live.last_error is None
+        write_gold_bars(path, bars.iloc[:30].assign(is_final=lambda d: d.index < 28))
+        assert live.wait_for(lambda lc: len(lc.shown_bars()) == 30, timeout=60), live.status_text()
+        assert live.running and live.symbol == "BTC/USD" and live.last_error is None
         # the next micro-batches: the two forming bars finish and change, ten new bars arrive
         write_gold_bars(path, bars.iloc[28:35].assign(is_final=True))
         write_gold_bars(path, bars.iloc[35:])
