@@ -228,10 +228,27 @@ def candles_figure(bars: pd.DataFrame | None = None, alerts: pd.DataFrame | None
     fig.update_xaxes(title_text="bar start (UTC)", row=2, col=1)
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)
-    if widget:
-        fig = go.FigureWidget(fig)
     update_figure(fig, bars if bars is not None else empty_bars(), alerts)
-    return fig
+    return LiveFigure(fig) if widget else fig
+
+
+class LiveFigure(go.FigureWidget):
+    """A ``FigureWidget`` whose comm opens with the whole figure as its state.
+
+    ``FigureWidget`` opens its comm with empty ``_widget_data`` / ``_widget_layout`` and sets them right after,
+    as a second message.  A busy browser (three Spark kernels beside it) may render the view from the first
+    state before the second arrives: a chart without traces, which every later delta then fails to update.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._open_deferred = True
+        super().__init__(*args, **kwargs)  # ends by setting _widget_data / _widget_layout (nothing sent yet)
+        self._open_deferred = False
+        self.open()
+
+    def open(self) -> None:
+        if not getattr(self, "_open_deferred", False):
+            super().open()
 
 
 def update_figure(fig: go.Figure, bars: pd.DataFrame, alerts: pd.DataFrame | None = None,

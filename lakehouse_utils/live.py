@@ -67,8 +67,6 @@ class LiveCandles(Panel):
 
         names = self._symbols(timeframe)
         symbol = symbol or (names[0] if names else None)
-        self.figure = charts.candles_figure(None, None, title=charts.title_for(symbol, timeframe, self.bars),
-                                            widget=True, height=height)
         self.symbol_w = W.Dropdown(options=sorted(set(names) | ({symbol} if symbol else set())), value=symbol,
                                    description="symbol", layout={"width": "220px"})
         self.timeframe_w = W.Dropdown(options=list(charts.TIMEFRAMES), value=timeframe, description="timeframe",
@@ -91,6 +89,13 @@ class LiveCandles(Panel):
         self.refresh_w.observe(lambda _: self._loop and self._loop.poke(), names="value")
         self.pause_w.observe(self._on_pause, names="value")
         self.refresh_b.on_click(lambda _: self._safely(self.refresh_once))
+        # the figure starts with Gold as it is: its widget opens with the bars in its state (charts.LiveFigure)
+        try:
+            bars, alerts = self._read()
+        except Exception:  # the first refresh below shows why
+            bars, alerts = charts.empty_bars(), analytics.empty_alerts()
+        self.figure = charts.candles_figure(bars, alerts, title=charts.title_for(self.symbol, timeframe, bars),
+                                            widget=True, height=height)
         self.widget = W.VBox([
             W.HBox([self.symbol_w, self.timeframe_w, self.window_w, self.refresh_w, self.pause_w, self.refresh_b]),
             W.HBox([W.HTML("<b>alerts</b>&nbsp;"), self.z_w, self.move_w]),
@@ -132,21 +137,9 @@ class LiveCandles(Panel):
         with self._lock:
             t0 = time.perf_counter()
             try:
-                self._update_symbols()
-                symbol, tf = self.symbol, self.timeframe
-                n = self.window + self.signal_window + 1
-                history = charts.read_bars(self.settings, tf, symbol, n) if symbol else charts.empty_bars()
-                if history.empty:
-                    bars, alerts = history, analytics.empty_alerts()
-                else:
-                    signals = analytics.add_signals(history, window=self.signal_window)
-                    alerts = analytics.detect_alerts(signals, float(self.z_w.value), float(self.move_w.value),
-                                                     timeframe=tf)
-                    bars = signals.tail(self.window).reset_index(drop=True)
-                    if self.publish_alerts:
-                        self._publish(alerts)
-                    alerts = alerts[alerts["bar_start"] >= bars["bar_start"].iloc[0]].reset_index(drop=True)
-                charts.update_figure(self.figure, bars, alerts, title=charts.title_for(symbol, tf, bars))
+                bars, alerts = self._read()
+                charts.update_figure(self.figure, bars, alerts, title=charts.title_for(self.symbol, self.timeframe,
+                                                                                       bars))
                 self.bars, self.alerts = bars, alerts
                 self.alerts_w.value = alerts_html(alerts)
                 self.last_error = None
@@ -160,6 +153,21 @@ class LiveCandles(Panel):
             self.n_refreshes += 1
             self.status_w.value = pre(self.status_text())
             return len(bars)
+
+    def _read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Gold's last bars of the chosen symbol and timeframe with their signals, and the alerts on them."""
+        self._update_symbols()
+        symbol, tf = self.symbol, self.timeframe
+        n = self.window + self.signal_window + 1
+        history = charts.read_bars(self.settings, tf, symbol, n) if symbol else charts.empty_bars()
+        if history.empty:
+            return history, analytics.empty_alerts()
+        signals = analytics.add_signals(history, window=self.signal_window)
+        alerts = analytics.detect_alerts(signals, float(self.z_w.value), float(self.move_w.value), timeframe=tf)
+        bars = signals.tail(self.window).reset_index(drop=True)
+        if self.publish_alerts:
+            self._publish(alerts)
+        return bars, alerts[alerts["bar_start"] >= bars["bar_start"].iloc[0]].reset_index(drop=True)
 
     def _publish(self, alerts: pd.DataFrame) -> None:
         """Store/produce the alerts not published yet; a failure is shown, the chart still updates."""

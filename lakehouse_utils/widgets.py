@@ -262,7 +262,9 @@ class QueryPanel(Panel):
         self.trigger_w.disabled = running
 
     def _update(self) -> bool:
-        self.status_w.value = pre(progress_of(self.query, self.name).line())
+        line = progress_of(self.query, self.name).line()
+        ended = self.query is not None and not self.query.isActive
+        self.status_w.value = pre(f"{line} | stopped" if ended else line)
         details = self.error_details()
         if details:
             self.error_w.value = (pre(f"query failed: {summarize_error(details)}", "crimson")

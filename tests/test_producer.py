@@ -281,6 +281,7 @@ def test_query_panel_runs_a_rate_stream(spark) -> None:
     assert not query.isActive and panel._refresher is None
     assert text.startswith("rate: batch ") and panel.error() is None
     assert not panel.start_b.disabled
+    assert "rate: batch " in panel.status_w.value and panel.status_w.value.endswith("| stopped</pre>")
     panel.close()
 
 

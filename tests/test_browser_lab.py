@@ -1,0 +1,241 @@
+"""JupyterLab in Chromium, used as a user does: open 01-05, Run All, click the panels, watch the chart.
+
+A temporary copy of the notebooks (so ``../data`` is a temporary data dir) is served by ``jupyter lab``
+on 127.0.0.1 with a token.  Everything is checked on the page itself: the status lines of the panels and
+the candles the Plotly chart holds; Gold is read apart (``deltalake``) to know the pipeline moved on.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lakehouse_utils.broker import LocalKafka, free_port_pair
+
+from .browser import (
+    ARTIFACTS,
+    REPO,
+    VENV_BIN,
+    Server,
+    allow_root,
+    browser_page,
+    chart_candles,
+    gold_bars,
+    keep_artifacts,
+    shown_bars,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+SPARK_START_S = 240  # a kernel's first cell starts a Spark JVM: slow while two others run beside it
+
+
+class Lab:
+    """The JupyterLab page: open a notebook from the file browser, Run All, find things in the active one."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.board: Any = None  # the Voila dashboard's page, once opened
+        self.last_chart: Any = None  # what 05's chart held when last read (for a failure's message)
+
+    @property
+    def notebook(self) -> Any:
+        """The notebook of the current main-area tab (inactive tabs may stay "visible" to Playwright)."""
+        tab = self.page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current").first
+        return self.page.locator(f"#{tab.get_attribute('data-id')}")
+
+    def open(self, name: str) -> Any:
+        self.page.locator(".jp-DirListing-item", has_text=name).dblclick()
+        self.page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name).wait_for(timeout=60_000)
+        self.wait_idle()
+        return self.notebook
+
+    def wait_idle(self, timeout: float = 120_000) -> None:
+        self.page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=timeout)
+
+    def run_all(self) -> None:
+        self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        self.page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+    def switch_to(self, name: str) -> Any:
+        self.page.locator(".lm-TabBar-tab", has_text=name).first.click()
+        return self.notebook
+
+    def button(self, text: str, within: Any = None) -> Any:
+        return (within or self.notebook).locator("button.jupyter-button", has_text=text).first
+
+    def status_lines(self) -> list[str]:
+        return self.notebook.locator(".widget-html-content pre").all_inner_texts()
+
+    def status(self, prefix: str) -> str:
+        return next((t for t in self.status_lines() if t.startswith(prefix)), "")
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / name))
+
+
+PLOTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(g => ({
+  panel: (g.closest('.jp-NotebookPanel') || {}).id, traces: (g.data || []).map(t => [t.name, (t.x || []).length]),
+  title: JSON.stringify((g.layout || {}).title), visible: !!(g.offsetWidth || g.offsetHeight)}))"""
+
+
+def _batch(line: str) -> int:
+    """The batch number in a query panel's status line ("gold: batch 12 rows=..."), -1 if none."""
+    parts = line.split("batch ")
+    return int(parts[1].split()[0]) if len(parts) > 1 and parts[1].split()[0].isdigit() else -1
+
+
+def test_notebooks_01_to_05_clicked_in_jupyterlab(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "notebooks", work / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    data = work / "data"  # the notebooks' default data_dir "../data"
+    port = free_port_pair()
+    broker = LocalKafka(data / "kafka", port)  # where 01 starts it: 01 finds it running and reuses it
+    broker.start()
+    token = secrets.token_hex(16)
+    lab_port = free_port_pair()
+    env = {"LAKEHOUSE_BOOTSTRAP": broker.bootstrap, "LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_SPARK_UI": "false",
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
+    # no "official Jupyter news?" toast over the panels
+    news = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    logs = tmp_path / "logs"
+    server = Server([str(VENV_BIN / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={lab_port}",
+                     f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work / 'notebooks'}",
+                     *allow_root()],
+                    f"http://127.0.0.1:{lab_port}", logs / "jupyterlab.log", env, work / "notebooks")
+    console = logs / "jupyterlab-console.log"
+    try:
+        server.wait_ready(f"/api/status?token={token}")
+        with browser_page(1500, 1100) as page:
+            lab = Lab(page)
+            try:
+                _click_through(lab, server.url, token, data)
+            except BaseException:
+                lab.shot("jupyterlab-failed.png")
+                page.console.append("plots on the page: " + str(page.evaluate(PLOTS_JS)))
+                if lab.board is not None:
+                    lab.board.screenshot(path=str(ARTIFACTS / "dashboard-failed.png"), full_page=True)
+                raise
+            finally:
+                console.write_text("\n".join(page.console + [f"last chart read: {lab.last_chart}"]))
+    finally:
+        server.stop()
+        broker.stop()
+        keep_artifacts(server.log, console)
+
+
+def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
+    page = lab.page
+    page.goto(f"{url}/lab/tree/01_ingest.ipynb?token={token}", timeout=120_000)
+    lab.page.locator(".lm-TabBar-tab.lm-mod-current", has_text="01_ingest.ipynb").wait_for(timeout=120_000)
+    lab.wait_idle()
+
+    # 01: Run All, set a moderate speed (the hour in ~7 min), Start the producer; its status counts deliveries
+    lab.run_all()
+    start = lab.button("Start")
+    start.wait_for(timeout=120_000)
+    speed = lab.notebook.locator(".widget-text", has_text="speed").locator("input")
+    speed.fill("8")
+    speed.press("Tab")
+    start.click()
+    running = wait_until(lambda: "delivered=" in (s := lab.status("[running] replay")) and s, 60,
+                         "the producer running in 01")
+    assert "BTC/USD" in running
+    lab.shot("jupyterlab-01-producer.png")
+
+    # 02, 03, 04: Run All in each (their kernels start Spark side by side, as a user opening them one after
+    # the other sees), then Start each query once its panel is up; its status line shows its batches
+    layers = (("02_bronze.ipynb", "bronze"), ("03_silver.ipynb", "silver"), ("04_gold.ipynb", "gold"))
+    for nb, _ in layers:
+        lab.open(nb)
+        lab.run_all()
+    for nb, layer in layers:
+        lab.switch_to(nb)
+        lab.notebook.locator(".widget-html-content pre", has_text=f"{layer}: not started").wait_for(
+            timeout=SPARK_START_S * 1000)
+        lab.button("Start").click()
+    for nb, layer in layers:
+        lab.switch_to(nb)
+        line = wait_until(lambda layer=layer: _batch(lab.status(f"{layer}:")) >= 0 and lab.status(f"{layer}:"),
+                          SPARK_START_S, f"{layer}'s first batch in its panel")
+        assert "FAILED" not in line and "| stopped" not in line and "rows=" in line
+        assert not lab.button("Start").is_enabled() and lab.button("Stop").is_enabled()
+    assert "delivered=" in lab.switch_to("01_ingest.ipynb").locator(".widget-html-content pre").first.inner_text()
+
+    # 05: the live chart; candles appear and their number grows while the pipeline runs
+    lab.open("05_live_candles.ipynb")
+    lab.run_all()
+    chart = lab.notebook.locator(".js-plotly-plot").first
+    chart.wait_for(timeout=120_000)
+
+    def n_candles() -> int:
+        c = lab.last_chart = chart_candles(page, lab.notebook)
+        return 0 if c is None else c["final"] + c["forming"]
+
+    first = wait_until(n_candles, 120, "candles in 05's chart")
+    grown = wait_until(lambda: n_candles() >= first + 2 and n_candles(), 120, "more candles in 05's chart")
+    chart.scroll_into_view_if_needed()
+    lab.shot("jupyterlab-candles.png")
+    shown = chart_candles(page, lab.notebook)
+    assert shown["title"].startswith("BTC/USD · 1m") and shown["final"] >= 1
+    assert all(lo <= min(o, c) and max(o, c) <= h for o, h, lo, c in shown["bars"].values())
+    assert re.match(r"BTC/USD 1m: \d+ bars, last \d\d:\d\d UTC O=", lab.status("BTC/USD 1m:")), grown
+
+    # Pause: the chart stops changing while Gold goes on growing; Resume: it catches up
+    lab.button("Pause").click()
+    lab.notebook.locator("button.jupyter-button", has_text="Resume").wait_for(timeout=30_000)
+    time.sleep(1)
+    frozen, gold_then = chart_candles(page, lab.notebook), len(gold_bars(data, "BTC/USD"))
+    wait_until(lambda: len(gold_bars(data, "BTC/USD")) >= gold_then + 2, 120, "Gold growing while paused")
+    time.sleep(6)  # more than one refresh interval (5 s)
+    assert chart_candles(page, lab.notebook) == frozen
+    assert "| paused" in lab.status("BTC/USD 1m:")
+    lab.button("Resume").click()
+    wait_until(lambda: n_candles() > frozen["final"] + frozen["forming"], 60, "the chart moving again after Resume")
+
+    # The Voila dashboard (served by the same Jupyter server) over the same data: new bars while it runs
+    board = lab.board = page.context.new_page()
+    board.on("console", lambda m: page.console.append(f"dashboard {m.type}: {m.text}"))
+    board.goto(f"{url}/voila/render/dashboard.ipynb?token={token}", timeout=180_000)
+    start_n = wait_until(lambda: (c := chart_candles(board)) and c["final"] + c["forming"], 120,
+                         "candles in the dashboard")
+    wait_until(lambda: (c := chart_candles(board)) and c["final"] + c["forming"] > start_n, 120,
+               "new candles in the dashboard while the pipeline runs")
+
+    # Stop on a query panel (04's Gold): the panel says so and its batches stop
+    page.bring_to_front()
+    lab.switch_to("04_gold.ipynb")
+    lab.button("Stop").click()
+    stopped = wait_until(lambda: "| stopped" in (s := lab.status("gold:")) and s, 60, "Gold's panel stopped")
+    assert lab.button("Start").is_enabled() and not lab.button("Stop").is_enabled()
+    lab.shot("jupyterlab-04-stopped.png")
+
+    # Gold no longer changes: the dashboard shows exactly its bars (values and final/forming)
+    gold = gold_bars(data, "BTC/USD")
+    board.bring_to_front()
+
+    def dashboard_is_gold() -> bool:
+        c = chart_candles(board)
+        return (shown_bars(c) == {k: v[:4] for k, v in gold.items()}
+                and c["final"] == sum(v[4] for v in gold.values()))
+
+    wait_until(dashboard_is_gold, 30, f"the dashboard equal to Gold ({len(gold)} bars)")
+    last = max(gold)
+    o, h, lo, c, _ = gold[last]
+    status = board.locator(".widget-html-content pre", has_text="BTC/USD 1m:").first.inner_text()
+    assert f"BTC/USD 1m: {len(gold)} bars, last {last:%H:%M} UTC O={o:g} H={h:g} L={lo:g} C={c:g}" in status
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    board.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    page.bring_to_front()
+    assert _batch(lab.status("gold:")) == _batch(stopped)  # still the batch it stopped at
