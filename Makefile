@@ -1,6 +1,16 @@
 # Crypto Streaming Lakehouse: every target installs what it needs first (quick when done).
-PYTHON ?= python3.11
 VENV   ?= .venv
+# The Pythons the project supports (pyproject.toml's requires-python: keep the two in step). A new venv is made
+# with `make PYTHON=...` if given, else with the first of python3.11, python3.12, python3.13, python3 on PATH
+# whose version is one of them; an existing $(VENV) is used as it is.
+PY_SUPPORTED := 3.11 3.12 3.13
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in $(PY_SUPPORTED:%=python%) python3; do command -v $$p >/dev/null 2>&1 && \
+  $$p -c 'import sys; sys.exit("%d.%d" % sys.version_info[:2] not in "$(PY_SUPPORTED)".split())' 2>/dev/null && \
+  { echo $$p; break; }; done)
+endif
+NO_PYTHON := No supported Python found: the project needs Python $(firstword $(PY_SUPPORTED)) to $(lastword $(PY_SUPPORTED)) (looked for \
+  $(PY_SUPPORTED:%=python%) python3 on PATH). Install one, or name it: make PYTHON=/path/to/python3.12
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JARS   := .jars/spark/.resolved .jars/kafka/.resolved
@@ -9,13 +19,14 @@ PYTEST_ARGS ?=
 # Jupyter refuses to run as root (containers, CI) unless told to
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup test unit lint lab demo notebooks bench e2e dashboard clean reset jars
+.PHONY: setup test unit lint lab demo notebooks nbval bench e2e dashboard clean reset jars
 
 setup: $(STAMP) $(JARS)
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is needed (conda env create -f environment.yml, or apt install openjdk-17-jdk-headless)"; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || { test -n "$(PYTHON)" || { echo "$(NO_PYTHON)" >&2; exit 1; }; \
+	  echo "[setup] $(VENV) with $(PYTHON): $$($(PYTHON) --version 2>&1)"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lakehouse)" >/dev/null
@@ -46,6 +57,11 @@ demo: setup
 # Every numbered notebook in order (papermill), executed copies in $(DATA)/executed
 notebooks: setup
 	$(PY) -m lakehouse_utils.notebooks --data-dir $(DATA) --stop-broker
+
+# The numbered notebooks as stored, under nbval (as CI runs them): a new $(DATA)/nbval, its own broker and topic;
+# the cells marked NBVAL_CHECK_OUTPUT must print what is stored in them
+nbval: setup
+	$(PY) -m lakehouse_utils.notebooks --nbval --data-dir $(DATA)
 
 # The live dashboard (Voila) on http://127.0.0.1:8866: candles, alerts, pipeline status of $(DATA)
 dashboard: setup

@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from . import jars
-from .config import Settings
+from .config import ENV_PREFIX, Settings
 
 DEFAULT_PORT = 19092
 
@@ -240,6 +240,18 @@ class LocalKafka:
         }
         self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.data_dir / "log4j2.properties").write_text(_LOG4J)
+
+
+def ensure_broker(settings: Settings, bootstrap: str | None = None,
+                  env: dict[str, str] | None = None) -> LocalKafka | None:
+    """The notebooks' ``bootstrap`` parameter: ``None``, with no ``LAKEHOUSE_BOOTSTRAP`` either, means the
+    embedded broker under ``settings.data_dir`` (started, or reused if it runs), which is returned. A bootstrap
+    given either way is someone else's broker: nothing is started (``None``).
+    """
+    env = os.environ if env is None else env
+    if bootstrap is not None or ENV_PREFIX + "BOOTSTRAP" in env:
+        return None
+    return LocalKafka.for_settings(settings).start()
 
 
 def reachable(bootstrap: str, timeout: float = 0.5) -> bool:

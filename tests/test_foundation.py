@@ -119,6 +119,19 @@ def test_port_taken_by_a_stranger_is_a_clear_error(tmp_path: Path, kafka: LocalK
         other.start()
 
 
+def test_notebooks_start_no_broker_when_a_bootstrap_is_given(tmp_path: Path, kafka: LocalKafka) -> None:
+    """``ensure_broker``: the bootstrap parameter or LAKEHOUSE_BOOTSTRAP names a broker; only neither starts one."""
+    env = {"LAKEHOUSE_BOOTSTRAP": kafka.bootstrap}
+    settings = Settings.from_env(env, data_dir=tmp_path)
+    assert settings.bootstrap == kafka.bootstrap
+    assert brokers.ensure_broker(settings, None, env) is None
+    assert brokers.ensure_broker(settings, kafka.bootstrap, {}) is None
+    assert not (tmp_path / "kafka").exists()
+    # neither: the embedded broker under data_dir on the configured port (here taken, so it says so)
+    with pytest.raises(RuntimeError, match="taken by another process"):
+        brokers.ensure_broker(settings, None, {})
+
+
 def test_settings_env_and_flags(tmp_path: Path) -> None:
     env = {"LAKEHOUSE_DATA_DIR": str(tmp_path), "LAKEHOUSE_TOPIC": "x.trades", "LAKEHOUSE_PARTITIONS": "3",
            "LAKEHOUSE_SPARK_UI": "false"}

@@ -1,7 +1,11 @@
-"""The numbered notebooks, executed in order by papermill against the real broker and the bundled hour."""
+"""The numbered notebooks: as stored under nbval against the real broker and the bundled hour (what CI checks),
+their stored outputs, and papermill's injected parameters (``make notebooks``)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nbformat
@@ -9,35 +13,92 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils.broker import LocalKafka, end_offsets
-from lakehouse_utils.notebooks import numbered, run_notebooks
+from lakehouse_utils.charts import read_bars
+from lakehouse_utils.config import ENV_PREFIX, table_exists
+from lakehouse_utils.notebooks import bounded_env, is_checked, nbval_command, numbered, run_nbval, run_notebooks
 
-pytestmark = pytest.mark.slow
+# What each checked cell prints for the bundled hour on a new topic and data dir: the outputs stored in git
+# (nbval compares a run with them) must be exactly these.
+HOUR = {
+    "01_ingest.ipynb": [
+        "replay: received=2672 delivered=2672 rejected=0 errors=0\n"
+        "trades end offsets: {0: 2672}\n"
+        "DLQ end offsets: {0: 0}\n"
+        "last trade: BTC/USD #2671 sell 0.003 @ 11014.3 at 2019-07-01T00:59:51.213000Z\n"],
+    "02_bronze.ipynb": [
+        "Bronze partition 0: 2672 rows, offsets 0..2671\n"
+        "topic end offsets: {0: 2672}\n"],
+    "03_silver.ipynb": [
+        "2671 trades, 2671 distinct keys\n"
+        "Bronze 2672 rows = 2671 trades + 0 quarantined + 1 duplicate(s) skipped\n"
+        "latest trade: BTC/USD #2671 sell 0.003 @ 11014.3\n"],
+    "04_gold.ipynb": [
+        "1m: 60 bars (57 final), 2671 trades\n"
+        "5m: 12 bars (11 final), 2671 trades\n"
+        "1h: 1 bars (0 final), 2671 trades\n"
+        "1h bar BTC/USD 2019-07-01 00:00 UTC: open=10749.4 high=11041.8 low=10600.0 close=11014.3 (forming)\n"
+        "late trades: 0\n"],
+    "05_live_candles.ipynb": [
+        "bars shown: 60\n"
+        "last bar: 2019-07-01 00:59 UTC open=10985.1 high=11041.8 low=10985.1 close=11014.3 (forming)\n"
+        "alerts on the chart: 1\n"],
+    "06_analytics_alerts.ipynb": [
+        "60 bars, 57 final\n",
+        "1 alert(s) on final bars: {'volume_z': 1}\n"
+        "BTC/USD|1m|2019-07-01T00:48:00Z|volume_z\n"
+        "1 new alert(s) written\n"
+        "alerts table: 1 rows; alerts topic: 1 messages\n"],
+}
+
+
+def code_cells(path: Path) -> list:
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
 
 
 def outputs(path: Path) -> str:
-    nb = nbformat.read(path, as_version=4)
     return "\n".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+                     for c in code_cells(path) for o in c.get("outputs", []))
 
 
-def test_notebooks_run_in_order_and_build_every_layer(kafka: LocalKafka, topic: str, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    done = run_notebooks(data, tmp_path / "executed", kafka.bootstrap, run_seconds=240,
-                         parameters={"topic": topic, "alerts_topic": f"{topic}.alerts"})
-    assert [p.name for p in done] == [p.name for p in numbered()]
-    by_name = {p.name[:2]: outputs(p) for p in done}
+def test_only_the_checked_cells_keep_outputs_and_they_hold_the_hour() -> None:
+    assert [p.name for p in numbered()] == list(HOUR)
+    for path in numbered():
+        cells = code_cells(path)
+        checked = [c for c in cells if is_checked(c)]
+        for c in cells:
+            if not is_checked(c):
+                assert c.outputs == [] and c.execution_count is None, (path.name, c.source)
+        # nbval only compares a cell that was run (an execution count) and only stdout here: no stderr, no error
+        assert all(c.execution_count and [o.output_type for o in c.outputs] == ["stream"]
+                   and c.outputs[0].name == "stdout" for c in checked), path.name
+        texts = [c.outputs[0].text for c in checked]
+        assert texts == HOUR[path.name], path.name
+        # nothing that depends on the machine or the run: paths, random topic names, timings
+        for text in texts:
+            assert not any(s in text for s in ("/tmp", "/work", "/home", "nbval.", "t.", " ms", "msg/s")), text
 
-    # 01: the hour on the topic, nothing in the DLQ, the peek shows the last messages
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_notebooks_as_stored_pass_nbval_in_order(kafka: LocalKafka, topic: str, tmp_path: Path) -> None:
+    data, junit = tmp_path / "data", tmp_path / "nbval.xml"
+    proc = run_nbval(data, kafka.bootstrap, topic, junit=junit, capture=True)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+    # every code cell ran and passed, notebook by notebook in order; the checked ones compared their outputs
+    cases = [(c.get("classname"), c.get("name"), [e.tag for e in c]) for c in ET.parse(junit).iter("testcase")]
+    ran = [(cls, name) for cls, name, problems in cases if not problems]
+    assert len(ran) == len(cases) == sum(len(code_cells(p)) for p in numbered())
+    assert list(dict.fromkeys(cls for cls, _ in ran)) == [f"notebooks.{p.name}" for p in numbered()]
+    checked = [(f"notebooks.{p.name}", f"Cell {i}") for p in numbered()
+               for i, c in enumerate(code_cells(p)) if is_checked(c)]
+    assert len(checked) == 7 and set(checked) <= set(ran)
+    assert f"{len(cases)} passed" in proc.stdout
+
+    # 01: the hour on the topic, nothing in the DLQ
     assert end_offsets(kafka.bootstrap, topic) == {0: 2672}
     assert end_offsets(kafka.bootstrap, f"{topic}.dlq") == {0: 0}
-    assert "[finished] replay: received=2672 sent=2672 delivered=2672 rejected=0" in by_name["01"]
-    assert '"price":11014.3' in by_name["01"]
-    assert f"0 message(s) shown from {topic}.dlq" in by_name["01"]
-
-    # 02-04: each layer's verification cell and the tables themselves (read without a JVM)
-    assert "topic end offsets: {0: 2672}" in by_name["02"]
-    assert "2671 trades, 2671 distinct keys" in by_name["03"]
-    assert "0 late trade(s)" in by_name["04"]
+    # 02-04: the tables themselves (read without a JVM)
     assert len(DeltaTable(str(data / "bronze" / "crypto_trades")).to_pandas()) == 2672
     assert len(DeltaTable(str(data / "silver" / "trades")).to_pandas()) == 2671
     for tf, n in {"1m": 60, "5m": 12, "1h": 1}.items():
@@ -45,17 +106,43 @@ def test_notebooks_run_in_order_and_build_every_layer(kafka: LocalKafka, topic: 
         assert len(bars) == n and bars["trades"].sum() == 2671
     hour = DeltaTable(str(data / "gold" / "bars_1h")).to_pandas().iloc[0]
     assert (hour.open, hour.close) == (10749.4, 11014.3)
-
-    # 05: the live chart shows Gold; its HTML is self-contained (plotly.js embedded)
-    assert "bars shown: 60" in by_name["05"]
-    assert ("last bar: 2019-07-01 00:59 UTC open=10985.1 high=11041.8 low=10985.1 close=11014.3 (forming)"
-            in by_name["05"])
+    # 05: the self-contained HTML report (plotly.js embedded); 06: the alert, once in the table and the topic
     assert (data / "reports" / "candles_1m.html").stat().st_size > 1_000_000
-    # 06: signals and alerts, written once to the Delta table and the topic
-    assert "60 bars, 57 final" in by_name["06"]
-    assert "1 alert(s) on final bars: {'volume_z': 1}" in by_name["06"]
-    assert "1 new alert(s) written" in by_name["06"]
-    assert f"alerts table: 1 rows; topic {topic}.alerts: 1 messages" in by_name["06"]
     assert end_offsets(kafka.bootstrap, f"{topic}.alerts") == {0: 1}
     alerts = DeltaTable(str(data / "gold" / "alerts")).to_pandas()
     assert alerts.alert_id.tolist() == ["BTC/USD|1m|2019-07-01T00:48:00Z|volume_z"]
+    # the notebooks started no broker of their own: LAKEHOUSE_BOOTSTRAP named the session's
+    assert not (data / "kafka").exists()
+
+    # a checked cell fails on a wrong value: notebook 05 with one digit of its stored last bar changed
+    nb = nbformat.read(numbered()[4], as_version=4)
+    cell = next(c for c in nb.cells if is_checked(c))
+    cell.outputs[0].text = cell.outputs[0].text.replace("close=11014.3 (forming)", "close=11014.4 (forming)")
+    wrong = tmp_path / "05_wrong.ipynb"
+    nbformat.write(nb, wrong)
+    proc = subprocess.run(nbval_command([wrong]), cwd=Path(__file__).parent.parent, capture_output=True, text=True,
+                          env=bounded_env(data, kafka.bootstrap, topic, run_seconds=30))
+    assert proc.returncode == 1 and "Cell outputs differ" in proc.stdout and "1 failed" in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_papermill_injects_the_parameters(hour, kafka: LocalKafka, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make notebooks``' path, on the tables of the session's hour (read only: 06 does not publish)."""
+    settings, _ = hour
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(key)  # every value below comes from papermill's injected cell
+    done = [*run_notebooks(settings.data_dir, tmp_path, kafka.bootstrap, run_seconds=30, only=["05"]),
+            *run_notebooks(settings.data_dir, tmp_path, kafka.bootstrap, run_seconds=30, only=["06"],
+                           parameters={"topic": settings.topic, "publish": False})]
+    assert [p.name for p in done] == ["05_live_candles.ipynb", "06_analytics_alerts.ipynb"]
+    live, alerts = (outputs(p) for p in done)
+    assert f"Gold tables under {settings.gold.resolve()}" in live  # data_dir
+    assert " refreshes, the last took " in live  # run_seconds > 0: the bounded cell ran
+    assert "last bar: 2019-07-01 00:59 UTC open=10985.1 high=11041.8 low=10985.1 close=11014.3 (forming)" in live
+    assert (settings.reports / "candles_1m.html").stat().st_size > 1_000_000
+    # the hour's own finality (the demo's idle finalizer closes more bars than notebook 04 does)
+    bars = read_bars(settings, "1m")
+    assert f"{len(bars)} bars, {int(bars.is_final.sum())} final" in alerts
+    assert "BTC/USD|1m|2019-07-01T00:48:00Z|volume_z" in alerts
+    assert "new alert(s) written" not in alerts and not table_exists(settings.alerts_table)  # publish=False
