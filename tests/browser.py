@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -62,17 +61,13 @@ class Server:
         self.proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, stdout=open(log, "w"),
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def wait_ready(self, path: str | None, timeout: float = 90.0) -> None:
-        """Until ``url + path`` answers 200 (``path`` None: until the port accepts a connection)."""
+    def wait_ready(self, path: str, timeout: float = 90.0) -> None:
+        """Until ``url + path`` answers 200."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.proc.args[0]} exited ({self.proc.returncode}):\n{self.log_tail()}")
             try:
-                if path is None:
-                    host, port = self.url.split("//")[1].split(":")
-                    socket.create_connection((host, int(port.split("/")[0])), timeout=2).close()
-                    return
                 with urllib.request.urlopen(self.url + path, timeout=5) as r:
                     if r.status == 200:
                         return
