@@ -3,8 +3,9 @@
 ``read_bars`` loads a Gold table (``<gold>/bars_1m|5m|1h``) into pandas, sorted by ``bar_start`` (UTC).
 ``candles_figure`` builds a two-row Plotly figure: candles + VWAP on top, volume below (shared x).  The
 still-forming bars (``is_final = false``) are a separate, translucent candlestick trace, and alerts are a
-scatter trace of markers.  ``update_figure`` refills the same traces in place inside ``fig.batch_update()``
-(what the live chart does on every refresh: the figure, zoom included, is never re-created).
+scatter trace of markers.  ``update_figure`` refills the same traces in place (what the live chart does on
+every refresh; a :class:`~lakehouse_utils.live_figure.LiveFigure` then sends the whole figure, and the browser
+keeps the zoom).
 ``write_html`` / ``report_candles`` write a self-contained HTML file (plotly.js embedded, works offline).
 
 This module imports neither Spark nor ``lakehouse_utils.gold`` so that a dashboard kernel stays light; the
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .config import TIMEFRAMES, Settings, table_exists
+from .live_figure import STALE_AFTER_S, LiveFigure
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +202,10 @@ def _alerts_for(bars: pd.DataFrame, alerts: pd.DataFrame | None) -> pd.DataFrame
 
 
 def candles_figure(bars: pd.DataFrame | None = None, alerts: pd.DataFrame | None = None, title: str | None = None,
-                   widget: bool = False, height: int = 620) -> go.Figure:
+                   widget: bool = False, height: int = 620) -> go.Figure | LiveFigure:
     """Candles + VWAP (top) and volume (bottom) of one symbol; forming bars and alerts drawn apart.
 
-    ``widget=True`` returns a ``go.FigureWidget`` (for the live chart; needs ``anywidget``).
+    ``widget=True`` returns a :class:`LiveFigure` around it (the live chart: JupyterLab, Voila).
     """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25], vertical_spacing=0.03)
     fig.add_trace(go.Candlestick(name=FINAL, increasing={"line": {"color": UP}, "fillcolor": UP},
@@ -232,31 +233,13 @@ def candles_figure(bars: pd.DataFrame | None = None, alerts: pd.DataFrame | None
     return LiveFigure(fig) if widget else fig
 
 
-class LiveFigure(go.FigureWidget):
-    """A ``FigureWidget`` whose comm opens with the whole figure as its state.
-
-    ``FigureWidget`` opens its comm with empty ``_widget_data`` / ``_widget_layout`` and sets them right after,
-    as a second message.  A busy browser (three Spark kernels beside it) may render the view from the first
-    state before the second arrives: a chart without traces, which every later delta then fails to update.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._open_deferred = True
-        super().__init__(*args, **kwargs)  # ends by setting _widget_data / _widget_layout (nothing sent yet)
-        self._open_deferred = False
-        self.open()
-
-    def open(self) -> None:
-        if not getattr(self, "_open_deferred", False):
-            super().open()
-
-
-def update_figure(fig: go.Figure, bars: pd.DataFrame, alerts: pd.DataFrame | None = None,
-                  title: str | None = None) -> go.Figure:
-    """Replace the data of ``fig``'s traces in place (one ``batch_update``: one message to the browser)."""
+def update_figure(fig: go.Figure | LiveFigure, bars: pd.DataFrame, alerts: pd.DataFrame | None = None,
+                  title: str | None = None) -> go.Figure | LiveFigure:
+    """Replace the data of ``fig``'s traces in place; a :class:`LiveFigure` then sends its whole figure."""
     data = trace_data(bars, alerts)
-    traces = {t.name: t for t in fig.data}
-    with fig.batch_update():
+    plot = fig.fig if isinstance(fig, LiveFigure) else fig
+    traces = {t.name: t for t in plot.data}
+    with plot.batch_update():
         for name, values in data.items():
             trace = traces.get(name)
             if trace is None:
@@ -264,24 +247,13 @@ def update_figure(fig: go.Figure, bars: pd.DataFrame, alerts: pd.DataFrame | Non
             for key, value in values.items():
                 trace[key] = value
         if title is not None:
-            fig.layout.title.text = title
-    if isinstance(fig, go.FigureWidget):
-        keep_widget_state(fig)
+            plot.layout.title.text = title
+    if isinstance(fig, LiveFigure):
+        fig.push()
     return fig
 
 
-def keep_widget_state(fig: go.FigureWidget) -> None:
-    """Make the widget's synced state the figure as it is now, without sending it again.
-
-    A ``FigureWidget`` sends its updates as one-off deltas and keeps, as the state a new view starts from,
-    the figure it was built with.  A view that connects later (Voila renders the page after the cells ran,
-    a reloaded JupyterLab tab) would start from that first, empty figure and never see the bars.
-    """
-    fig._trait_values["_widget_data"] = deepcopy(fig._data)
-    fig._trait_values["_widget_layout"] = deepcopy(fig._layout)
-
-
-def figure_bars(fig: go.Figure) -> pd.DataFrame:
+def figure_bars(fig: go.Figure | LiveFigure) -> pd.DataFrame:
     """The bars a figure shows (final and forming), read back from its traces (tests, notebooks)."""
     rows = []
     for t in fig.data:
@@ -293,16 +265,17 @@ def figure_bars(fig: go.Figure) -> pd.DataFrame:
     return df.sort_values("bar_start").reset_index(drop=True)
 
 
-def figure_alerts(fig: go.Figure) -> int:
+def figure_alerts(fig: go.Figure | LiveFigure) -> int:
     """How many alert markers a figure shows."""
     return sum(0 if t.x is None else len(t.x) for t in fig.data if t.name == ALERTS)
 
 
-def write_html(fig: go.Figure, path: str | Path) -> Path:
+def write_html(fig: go.Figure | LiveFigure, path: str | Path) -> Path:
     """A self-contained HTML file (plotly.js embedded: opens offline)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    go.Figure(fig).write_html(str(path), include_plotlyjs=True, full_html=True)
+    plot = go.Figure(fig.fig if isinstance(fig, LiveFigure) else fig)
+    plot.write_html(str(path), include_plotlyjs=True, full_html=True)
     return path
 
 
@@ -344,6 +317,6 @@ def report_candles(settings: Settings, path: str | Path | None = None, timeframe
 
 
 __all__: Sequence[str] = [
-    "BAR_COLUMNS", "TIMEFRAMES", "candles_figure", "figure_alerts", "figure_bars", "read_bars", "report_candles",
+    "BAR_COLUMNS", "STALE_AFTER_S", "LiveFigure", "TIMEFRAMES", "candles_figure", "figure_alerts", "figure_bars", "read_bars", "report_candles",
     "symbols", "trace_data", "update_figure", "write_html",
 ]

@@ -1,10 +1,11 @@
 """The live candle chart and the pipeline status panel (ipywidgets; Gold read with ``deltalake`` only).
 
-:class:`LiveCandles` is a Plotly ``FigureWidget`` built once by :func:`charts.candles_figure` and refreshed
-every ``refresh`` seconds by a daemon thread: read the newest bars, compute the signals and the alerts
-(:mod:`analytics`), refill the traces with :func:`charts.update_figure` inside ``batch_update`` (the figure is
-never re-created, so zoom and pan survive).  Controls: symbol, timeframe, window (bars shown), refresh
-interval, pause / resume, and the alert thresholds.  No Spark: it works in a kernel of its own while the
+:class:`LiveCandles` is a Plotly figure built once by :func:`charts.candles_figure` (a
+:class:`~lakehouse_utils.live_figure.LiveFigure` widget) and refreshed every ``refresh`` seconds by a daemon
+thread: read the newest bars, compute the signals and the alerts (:mod:`analytics`), refill the traces with
+:func:`charts.update_figure`, which sends the whole figure (the browser keeps zoom and pan); a chart widget
+the browser stopped drawing is replaced by a new one.  Controls: symbol, timeframe, window (bars shown),
+refresh interval, pause / resume, and the alert thresholds.  No Spark: it works in a kernel of its own while the
 streaming queries run in other kernels (or in the same one), because Delta readers see committed snapshots.
 
 :class:`PipelineStatus` shows table row counts (deltalake), the broker and the topics' end offsets.
@@ -59,6 +60,8 @@ class LiveCandles(Panel):
         self.last_error: str | None = None
         self.n_refreshes = 0
         self.n_published = 0
+        self.n_renewed = 0  # chart widgets replaced because the browser stopped drawing them
+        self.stale_after = charts.STALE_AFTER_S
         self.publish_error: str | None = None
         self._published: set[str] = set()
         self._lock = threading.RLock()
@@ -89,7 +92,7 @@ class LiveCandles(Panel):
         self.refresh_w.observe(lambda _: self._loop and self._loop.poke(), names="value")
         self.pause_w.observe(self._on_pause, names="value")
         self.refresh_b.on_click(lambda _: self._safely(self.refresh_once))
-        # the figure starts with Gold as it is: its widget opens with the bars in its state (charts.LiveFigure)
+        # the figure starts with Gold as it is: its widget opens with the bars in its state
         try:
             bars, alerts = self._read()
         except Exception:  # the first refresh below shows why
@@ -140,6 +143,8 @@ class LiveCandles(Panel):
                 bars, alerts = self._read()
                 charts.update_figure(self.figure, bars, alerts, title=charts.title_for(self.symbol, self.timeframe,
                                                                                        bars))
+                if self.figure.stale(self.stale_after):
+                    self._renew_figure()
                 self.bars, self.alerts = bars, alerts
                 self.alerts_w.value = alerts_html(alerts)
                 self.last_error = None
@@ -205,7 +210,8 @@ class LiveCandles(Panel):
         if self.publish_alerts:
             pub = f", {self.n_published} published" + (f" (not published: {self.publish_error})"
                                                         if self.publish_error else "")
-        return f"{head} | {len(self.alerts)} alert(s){pub} | refreshed {at} UTC in {took} | {state}"
+        renewed = f" | chart re-sent {self.n_renewed}x" if self.n_renewed else ""
+        return f"{head} | {len(self.alerts)} alert(s){pub} | refreshed {at} UTC in {took}{renewed} | {state}"
 
     def start(self) -> None:
         """Start the background refresh (a running one is kept)."""
@@ -258,6 +264,16 @@ class LiveCandles(Panel):
                 self.refresh_once()
             except Exception:
                 log.exception("live refresh failed")  # shown in the status line, retried next tick
+
+    def _renew_figure(self) -> None:
+        """Show a new chart widget (same figure) in place of one whose view stopped drawing (LiveFigure.stale)."""
+        old = self.figure
+        self.figure = charts.LiveFigure(old.fig)
+        self.widget.children = tuple(self.figure if w is old else w for w in self.widget.children)
+        old.close()
+        self.n_renewed += 1
+        log.warning("live chart: the browser stopped drawing it; sent a new chart widget (%d so far)",
+                    self.n_renewed)
 
     def _symbols(self, timeframe: str) -> list[str]:
         try:

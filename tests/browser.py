@@ -119,6 +119,8 @@ CHART_JS = """(root) => {
                    low: Array.from(t.low || []), close: Array.from(t.close || [])};
   }
   out._title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
+  const d = gd.dataset;  // what the LiveFigure view counted (lakehouse_utils/live_figure.py)
+  out._view = {changes: d.changes, draws: d.draws, errors: d.errors, error: d.error};
   return out;
 }"""
 
@@ -135,7 +137,8 @@ def chart_candles(page: Any, root: Any = None) -> dict[str, Any] | None:
         counts[name] = len(t["x"])
         for x, o, h, lo, c in zip(t["x"], t["open"], t["high"], t["low"], t["close"], strict=True):
             bars[str(x)] = (o, h, lo, c)
-    return {"final": counts["bars"], "forming": counts["forming"], "bars": bars, "title": data["_title"]}
+    return {"final": counts["bars"], "forming": counts["forming"], "bars": bars, "title": data["_title"],
+            "view": data["_view"]}
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:

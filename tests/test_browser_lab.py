@@ -93,6 +93,22 @@ def _batch(line: str) -> int:
     return int(parts[1].split()[0]) if len(parts) > 1 and parts[1].split()[0].isdigit() else -1
 
 
+def _jupyter_lab(tmp_path: Path, root: Path, env: dict[str, str]) -> tuple[Server, str]:
+    """``jupyter lab`` over ``root`` on 127.0.0.1 with a new token (not started yet: wait_ready does)."""
+    token = secrets.token_hex(16)
+    lab_port = free_port_pair()
+    env = {**env, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
+    # no "official Jupyter news?" toast over the panels
+    news = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    server = Server([str(VENV_BIN / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={lab_port}",
+                     f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", *allow_root()],
+                    f"http://127.0.0.1:{lab_port}", tmp_path / "logs" / "jupyterlab.log", env, root)
+    return server, token
+
+
 def test_notebooks_01_to_05_clicked_in_jupyterlab(tmp_path: Path) -> None:
     work = tmp_path / "work"
     shutil.copytree(REPO / "notebooks", work / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
@@ -100,20 +116,9 @@ def test_notebooks_01_to_05_clicked_in_jupyterlab(tmp_path: Path) -> None:
     port = free_port_pair()
     broker = LocalKafka(data / "kafka", port)  # where 01 starts it: 01 finds it running and reuses it
     broker.start()
-    token = secrets.token_hex(16)
-    lab_port = free_port_pair()
-    env = {"LAKEHOUSE_BOOTSTRAP": broker.bootstrap, "LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_SPARK_UI": "false",
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
-    # no "official Jupyter news?" toast over the panels
-    news = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    news.parent.mkdir(parents=True)
-    news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    logs = tmp_path / "logs"
-    server = Server([str(VENV_BIN / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={lab_port}",
-                     f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work / 'notebooks'}",
-                     *allow_root()],
-                    f"http://127.0.0.1:{lab_port}", logs / "jupyterlab.log", env, work / "notebooks")
+    env = {"LAKEHOUSE_BOOTSTRAP": broker.bootstrap, "LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_SPARK_UI": "false"}
+    server, token = _jupyter_lab(tmp_path, work / "notebooks", env)
+    logs = server.log.parent
     console = logs / "jupyterlab-console.log"
     try:
         server.wait_ready(f"/api/status?token={token}")
@@ -184,16 +189,8 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
         return 0 if c is None else c["final"] + c["forming"]
 
     first = wait_until(n_candles, 120, "candles in 05's chart")
-    try:
-        grown = wait_until(lambda: n_candles() >= first + 2 and n_candles(), 120, "more candles in 05's chart")
-    except TimeoutError:
-        # Known, open (issue 9's note): now and then the FigureWidget's view in JupyterLab renders its first
-        # figure and then applies none of the kernel's updates, while the kernel's status line goes on counting.
-        # Only that symptom is turned into an expected failure, with what the page showed kept for diagnosis.
-        chart.scroll_into_view_if_needed()
-        lab.shot("jupyterlab-chart-stalled.png")
-        pytest.xfail(f"05's chart stalled at {first} candles while the kernel shows "
-                     f"{lab.status('BTC/USD 1m:')[:60]!r} (FigureWidget view not updating)")
+    # (a FigureWidget used to stop following the kernel here now and then: see lakehouse_utils/live_figure.py)
+    grown = wait_until(lambda: n_candles() >= first + 2 and n_candles(), 120, "more candles in 05's chart")
     chart.scroll_into_view_if_needed()
     lab.shot("jupyterlab-candles.png")
     shown = chart_candles(page, lab.notebook)
@@ -208,7 +205,8 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
     frozen, gold_then = chart_candles(page, lab.notebook), len(gold_bars(data, "BTC/USD"))
     wait_until(lambda: len(gold_bars(data, "BTC/USD")) >= gold_then + 2, 120, "Gold growing while paused")
     time.sleep(6)  # more than one refresh interval (5 s)
-    assert chart_candles(page, lab.notebook) == frozen
+    now = chart_candles(page, lab.notebook)
+    assert (now["bars"], now["title"]) == (frozen["bars"], frozen["title"])
     assert "| paused" in lab.status("BTC/USD 1m:")
     lab.button("Resume").click()
     wait_until(lambda: n_candles() > frozen["final"] + frozen["forming"], 60, "the chart moving again after Resume")
@@ -248,3 +246,67 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
     board.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     page.bring_to_front()
     assert _batch(lab.status("gold:")) == _batch(stopped)  # still the batch it stopped at
+
+
+# anywidget's model gives up after 2 s (AbortSignal.timeout(2000)); on this page it gives up at once
+_MODELS_FAIL_TO_INITIALISE = """(() => {
+  const timeout = AbortSignal.timeout.bind(AbortSignal);
+  AbortSignal.timeout = (ms) => timeout(ms === 2000 ? 1 : ms);
+})()"""
+
+
+def test_live_chart_follows_gold_when_the_page_drops_its_updates(tmp_path: Path) -> None:
+    """A page that drops a widget's updates: the live chart notices and sends itself again.
+
+    anywidget gives a widget model 2 s to initialise; when the page's main thread is busy for longer (three
+    Spark kernels on two cores did it in CI), the model drops every later message and the chart keeps the
+    figure it was first drawn with.  Here every anywidget model on the page misses its deadline (its 2 s timer
+    is made 1 ms), deterministically.  :meth:`LiveFigure.stale` (no view drew the pushes) makes
+    :class:`LiveCandles` send a new chart widget, which starts from the current figure, so the chart still
+    follows Gold, bar for bar, at worst a staleness interval late.
+    """
+    from lakehouse_utils import charts
+    from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
+    from lakehouse_utils.config import Settings
+
+    work = tmp_path / "work"
+    (work / "notebooks").mkdir(parents=True)
+    shutil.copy(REPO / "notebooks" / "05_live_candles.ipynb", work / "notebooks")
+    data = work / "data"
+    table = charts.table_path(Settings(data_dir=data), "1m")
+    bars = synthetic_bars(20, forming=2)
+    server, token = _jupyter_lab(tmp_path, work / "notebooks", {"LAKEHOUSE_DATA_DIR": str(data)})
+    console = tmp_path / "logs" / "dropped-updates-console.log"
+    try:
+        server.wait_ready(f"/api/status?token={token}")
+        with browser_page(1300, 900) as page:
+            page.add_init_script(_MODELS_FAIL_TO_INITIALISE)
+            lab = Lab(page)
+            try:
+                page.goto(f"{server.url}/lab/tree/05_live_candles.ipynb?token={token}")
+                page.locator(".lm-TabBar-tab.lm-mod-current", has_text="05_live").wait_for(timeout=120_000)
+                lab.wait_idle()
+                lab.run_all()  # Gold is empty: the chart starts with "no Gold bars yet"
+                lab.notebook.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+                time.sleep(3)
+                assert chart_candles(page, lab.notebook)["final"] == 0
+                write_gold_bars(table, bars.iloc[:10])
+                wait_until(lambda: "chart re-sent 1x" in lab.status("BTC/USD 1m:"), 60, "a new chart widget")
+                write_gold_bars(table, bars.iloc[10:])
+                gold = gold_bars(data, "BTC/USD")
+                want = {k: v[:4] for k, v in gold.items()}
+                assert len(want) == 20
+                got = wait_until(lambda: (c := chart_candles(page, lab.notebook)) and shown_bars(c) == want
+                                 and c["final"] == sum(v[4] for v in gold.values()) and c,
+                                 90, "the chart showing Gold's 20 bars")
+                lab.last_chart = got
+                assert any("Failed to initialize model" in m for m in page.console)  # the fault did happen
+                lab.shot("jupyterlab-dropped-updates.png")
+            except BaseException:
+                lab.shot("jupyterlab-dropped-updates-failed.png")
+                raise
+            finally:
+                console.write_text("\n".join(page.console + [f"last chart read: {lab.last_chart}"]))
+    finally:
+        server.stop()
+        keep_artifacts(server.log, console)

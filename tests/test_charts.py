@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils import charts
+from lakehouse_utils import charts, live_figure
 from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
 from lakehouse_utils.config import Settings
 from lakehouse_utils.live import LiveCandles, PipelineStatus, table_counts
@@ -105,10 +110,109 @@ def test_update_figure_changes_the_traces_in_place(tmp_path: Path) -> None:
     assert forming.opacity < 1 and len(forming.x) == 2
     # a view that connects now (Voila renders after the cells ran; a reloaded tab) starts from the widget's
     # state: it must hold the bars, not the empty figure the widget was built with
-    state = fig.get_state()
-    by_name = {t.get("name"): t for t in state["_widget_data"]}
+    state = fig.get_state()["figure"]
+    by_name = {t.get("name"): t for t in state["data"]}
     assert len(by_name[charts.FINAL]["x"]) == 10 and len(by_name[charts.FORMING]["x"]) == 2
     assert list(by_name[charts.FINAL]["close"]) == new["close"].iloc[:10].tolist()
+    assert state["layout"]["uirevision"] == "keep"  # the browser keeps the user's zoom across redraws
+    assert not fig.push()  # nothing changed: nothing sent
+    state = fig.get_state()
+    # offline: plotly.js travels as a value of the model; the module stays small (anywidget gives a model 2 s)
+    assert state["_plotly_js"].startswith("/**\n* plotly.js v") and len(state["_esm"]) < 10_000
+    assert "Plotly.react" in state["_esm"] and "export default" in state["_esm"]
+
+
+def _race(widget: Any, update: Callable[[int], None], browser_says: dict[str, Any], n: int) -> list[dict]:
+    """Update ``widget`` n times from a thread while the "main thread" applies browser messages to it.
+
+    That is what a kernel does with a live chart: the refresh thread changes the figure while the shell
+    handles what the browser sends (ipywidgets applies it under ``hold_trait_notifications``).  Returns the
+    states the kernel sent, in order (with a recording comm).
+    """
+    sent: list[dict] = []
+    widget._send = lambda msg, buffers=None: sent.append(dict(msg.get("state", {})))
+    done = threading.Event()
+
+    def browser() -> None:
+        while not done.is_set():
+            widget.set_state(browser_says)
+
+    t = threading.Thread(target=browser)
+    t.start()
+    try:
+        for i in range(n):
+            update(i)
+    finally:
+        done.set()
+        t.join()
+    return sent
+
+
+def test_live_figure_loses_no_update_racing_the_browser() -> None:
+    """Issue 9: the chart in JupyterLab stopped following Gold.  Plotly's FigureWidget loses deltas in this race;
+    the LiveFigure sends whole figures, so whatever is merged, the browser ends with the kernel's figure."""
+    bars = synthetic_bars(60, forming=2)
+    # the FigureWidget: its acknowledgements and its deltas collide, and some deltas reach the browser as None
+    plain = go.FigureWidget(data=[go.Scatter(x=[0], y=[0], uid="a")])
+
+    def delta(i: int) -> None:
+        with plain.batch_update():
+            plain.data[0].y = [i, i + 1]
+
+    n = 800
+    sent = _race(plain, delta, {"_js2py_traceDeltas": None}, n)
+    deltas = [s["_py2js_update"] for s in sent if s.get("_py2js_update")]
+    assert len(deltas) < n, "FigureWidget no longer loses deltas: LiveFigure's reason to exist is gone"
+
+    fig = charts.candles_figure(bars.iloc[:2], widget=True)
+    sent = _race(fig, lambda i: charts.update_figure(fig, bars.iloc[: 2 + i % 59]), {"config": fig.config}, 150)
+    figures = [s["figure"] for s in sent if "figure" in s]
+    assert figures and all(f and f["data"] for f in figures)  # only whole figures, never an empty message
+    last = {k: v for k, v in figures[-1].items() if k != "revision"}
+    assert last == live_figure.figure_state(fig.fig)  # the browser's last state is the kernel's figure
+    assert figures[-1]["revision"] == fig.revision
+    shown = {t["name"]: t for t in figures[-1]["data"]}
+    assert len(shown[charts.FINAL]["x"]) + len(shown[charts.FORMING]["x"]) == 2 + 149 % 59
+
+
+def _view_drew(fig: Any, revision: int) -> None:
+    """What the browser's view sends after drawing a revision (a comm message, as the kernel receives it)."""
+    fig._handle_msg({"content": {"data": {"method": "custom", "content": {"drawn": revision}}}, "buffers": []})
+
+
+def test_a_chart_the_browser_stopped_drawing_is_sent_again(tmp_path: Path) -> None:
+    fig = charts.candles_figure(synthetic_bars(5), widget=True)
+    assert fig.revision == 0 and not fig.stale(after=0)  # no view has drawn yet: nothing to tell
+    _view_drew(fig, 0)
+    assert fig.drawn == 0 and not fig.stale(after=0)
+    charts.update_figure(fig, synthetic_bars(6))
+    assert fig.revision == 1 and fig.stale(after=0) and not fig.stale(after=60)
+    _view_drew(fig, 1)
+    assert not fig.stale(after=0)
+
+    settings = Settings(data_dir=tmp_path / "data")
+    path = charts.table_path(settings, "1m")
+    bars = synthetic_bars(12)
+    write_gold_bars(path, bars.iloc[:8])
+    live = LiveCandles(settings, refresh=3600, autostart=False)
+    try:
+        first = live.figure
+        _view_drew(first, first.revision)
+        live.stale_after = 0.3
+        write_gold_bars(path, bars.iloc[8:])
+        live.refresh_once()  # pushed: not drawn yet, not stale yet
+        assert live.n_renewed == 0 and first.revision > 0
+        time.sleep(0.5)
+        live.refresh_once()  # still not drawn: a new chart widget takes its place
+        assert live.n_renewed == 1 and live.figure is not first and first.comm is None
+        assert live.figure in live.widget.children and first not in live.widget.children
+        state = {t["name"]: t for t in live.figure.get_state()["figure"]["data"]}
+        assert len(state[charts.FINAL]["x"]) + len(state[charts.FORMING]["x"]) == 12
+        assert "chart re-sent 1x" in live.status_text()
+        live.refresh_once()
+        assert live.n_renewed == 1  # the new widget has no view that drew: nothing to tell yet
+    finally:
+        live.close()
 
 
 def test_live_candles_pick_up_bars_written_after_start(tmp_path: Path) -> None:
