@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 0 once the source is exhausted and every layer has caught up")
     end.add_argument("--duration", type=float, help="run for S seconds, then stop")
 
+    p = sub.add_parser("check", help="reconcile Bronze with the topic, Silver/quarantine with Bronze, Gold with "
+                                     "Silver; exit 1 naming each difference")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON (no progress line)")
+    p.add_argument("--examples", type=int, default=5, help="keys shown per kind of difference (default 5)")
+
     p = sub.add_parser("reset", help="dev reset: delete the tables and checkpoints (asks first)")
     _common(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
@@ -183,6 +189,28 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if result.report:
         print(f"report: {result.report}")
     return 0 if (result.drained or not args.until_drained) else 1
+
+
+@command("check")
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from .check import check
+
+    tty = sys.stderr.isatty()
+
+    def progress(step: str) -> None:  # one line rewritten in place on a terminal, a line per step in a log
+        print(f"\r[check] {step} ...".ljust(60) if tty else f"[check] {step}", end="" if tty else "\n",
+              file=sys.stderr, flush=True)
+
+    report = check(settings, examples=args.examples, progress=None if args.json else progress)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        if tty:
+            print("\r" + " " * 60, end="\r", file=sys.stderr, flush=True)
+        print(report.summary())
+    return 0 if report.ok else 1
 
 
 @command("reset")
