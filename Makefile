@@ -18,6 +18,11 @@ DATA   ?= data
 PYTEST_ARGS ?=
 # Jupyter refuses to run as root (containers, CI) unless told to
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+# Where `make lab` / `make dashboard` listen: loopback unless told otherwise (make lab BIND_HOST=0.0.0.0, or
+# LAKEHOUSE_BIND_HOST, which Spark's UI follows too); JupyterLab keeps its token (README: Operations)
+BIND_HOST ?= $(or $(LAKEHOUSE_BIND_HOST),127.0.0.1)
+LAB_PORT ?= 8888
+DASHBOARD_PORT ?= 8866
 
 .PHONY: setup test unit lint lab demo notebooks nbval bench e2e dashboard clean reset jars
 
@@ -48,7 +53,7 @@ lint: setup
 	$(VENV)/bin/ruff check lakehouse_utils tests
 
 lab: setup
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks $(ALLOW_ROOT)
+	$(VENV)/bin/jupyter lab --ip=$(BIND_HOST) --port=$(LAB_PORT) --notebook-dir=notebooks $(ALLOW_ROOT)
 
 # The main job: the bundled real hour through broker, producer, Bronze, Silver, Gold; report in $(DATA)/reports
 demo: setup
@@ -63,9 +68,9 @@ notebooks: setup
 nbval: setup
 	$(PY) -m lakehouse_utils.notebooks --nbval --data-dir $(DATA)
 
-# The live dashboard (Voila) on http://127.0.0.1:8866: candles, alerts, pipeline status of $(DATA)
+# The live dashboard (Voila) on http://$(BIND_HOST):$(DASHBOARD_PORT) (127.0.0.1:8866): candles, alerts, pipeline status of $(DATA)
 dashboard: setup
-	LAKEHOUSE_DATA_DIR=$(abspath $(DATA)) $(VENV)/bin/voila notebooks/dashboard.ipynb --Voila.ip=127.0.0.1 --port=8866 --no-browser
+	LAKEHOUSE_DATA_DIR=$(abspath $(DATA)) $(VENV)/bin/voila notebooks/dashboard.ipynb --Voila.ip=$(BIND_HOST) --port=$(DASHBOARD_PORT) --no-browser
 
 # Speed and memory targets (not timed tests)
 bench: setup

@@ -211,9 +211,10 @@ def _publish(rows: list[dict], settings: Settings, timeout: float) -> None:
     from confluent_kafka import Producer
 
     from .broker import ensure_topic
+    from .kafka_conf import client_config
 
     if (settings.bootstrap, settings.alerts_topic) not in _topics_ready:
-        ensure_topic(settings.bootstrap, settings.alerts_topic, retention_ms=settings.retention_ms)
+        ensure_topic(settings, settings.alerts_topic, retention_ms=settings.retention_ms)
         _topics_ready.add((settings.bootstrap, settings.alerts_topic))
     errors: list[str] = []
 
@@ -221,8 +222,8 @@ def _publish(rows: list[dict], settings: Settings, timeout: float) -> None:
         if err is not None:
             errors.append(f"{msg.key()!r}: {err}")
 
-    producer = Producer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True, "acks": "all",
-                         "linger.ms": 5, "message.timeout.ms": int(timeout * 1000)})
+    producer = Producer(client_config(settings, **{"enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                                                   "message.timeout.ms": int(timeout * 1000)}))
     for row in rows:
         producer.produce(settings.alerts_topic, key=row["alert_id"].encode(), value=alert_json(row).encode(),
                          headers={"kind": row["kind"], "schema_version": "1"}, on_delivery=on_delivery)
@@ -279,7 +280,7 @@ def alert_counts(settings: Settings) -> dict[str, int]:
     if not broker_reachable(settings.bootstrap):
         return {"table": table, "topic": -1}
     try:
-        topic = sum(end_offsets(settings.bootstrap, settings.alerts_topic, timeout=5).values())
+        topic = sum(end_offsets(settings, settings.alerts_topic, timeout=5).values())
     except Exception:
         topic = -1
     return {"table": table, "topic": topic}

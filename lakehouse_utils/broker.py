@@ -4,6 +4,9 @@
 jars from ``lakehouse_utils.jars``, and waits until an AdminClient gets metadata.  The process is
 detached (it outlives a CLI call) and tracked by a pid file, so a second ``start`` on the same data
 dir reuses the running broker, and a start after ``kill -9`` recovers the log and carries on.
+``security=BrokerSecurity(...)`` makes the client listener SASL and/or TLS (``broker_security``).
+Every client here is configured by ``kafka_conf`` from a ``Settings``, a ``KafkaConnection`` or a bare
+``host:port`` (an unsecured broker).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from . import jars
+from .broker_security import BrokerSecurity
 from .config import ENV_PREFIX, Settings
+from .kafka_conf import Conn, KafkaConnection, KafkaSecurityError, make_client, metadata
 
 DEFAULT_PORT = 19092
 
@@ -60,10 +65,11 @@ class LocalKafka:
     """A single-node KRaft broker+controller on 127.0.0.1:``port`` (controller on ``port + 1``)."""
 
     def __init__(self, data_dir: str | Path = "data/kafka", port: int = DEFAULT_PORT,
-                 heap: str = "768m") -> None:
+                 heap: str = "768m", security: BrokerSecurity | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.heap = heap
+        self.security = security
 
     @classmethod
     def for_settings(cls, settings: Settings) -> LocalKafka:
@@ -74,6 +80,11 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def connection(self) -> KafkaConnection:
+        """How this broker's own probes connect (the first user, PLAIN, over the secured listener if any)."""
+        return self.security.client(self.bootstrap) if self.security else KafkaConnection(self.bootstrap)
 
     @property
     def log_dir(self) -> Path:
@@ -146,8 +157,11 @@ class LocalKafka:
                 raise RuntimeError(f"Kafka exited with code {proc.returncode}:\n{self.log_tail()}")
             if _port_open(self.port):
                 try:
-                    AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=5)
+                    admin, errors = make_client(AdminClient, self.connection)
+                    metadata(admin, errors, self.connection, 5)
                     return
+                except KafkaSecurityError:
+                    raise
                 except KafkaException:
                     pass
             time.sleep(0.2)
@@ -178,7 +192,8 @@ class LocalKafka:
         topics: list[str] = []
         if pid is not None:
             try:
-                meta = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=5)
+                admin, errors = make_client(AdminClient, self.connection)
+                meta = metadata(admin, errors, self.connection, 5)
                 topics = sorted(t for t in meta.topics if not t.startswith("__"))
             except KafkaException:
                 pass
@@ -208,11 +223,14 @@ class LocalKafka:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         result = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(self.properties),
-                       "--ignore-formatted"),
+                       "--ignore-formatted", *(self.security.format_args() if self.security else [])),
             capture_output=True, text=True,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"formatting {self.log_dir} failed:\n{result.stdout}\n{result.stderr}")
+            output = f"{result.stdout}\n{result.stderr}"
+            for password in self.security.users.values() if self.security else []:
+                output = output.replace(password.reveal(), "***")
+            raise RuntimeError(f"formatting {self.log_dir} failed:\n{output}")
 
     def _write_config(self) -> None:
         ctl = self.port + 1
@@ -238,6 +256,10 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.hours": "168",
         }
+        if self.security is not None:
+            props.update(self.security.server_properties(self.port))
+        self.properties.touch(mode=0o600)  # it may hold the users' passwords
+        self.properties.chmod(0o600)
         self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.data_dir / "log4j2.properties").write_text(_LOG4J)
 
@@ -302,11 +324,14 @@ def _wait_exit(pid: int, timeout: float) -> bool:
 
 
 # -- topics ------------------------------------------------------------------------------------
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, retention_ms: int | None = None,
+def ensure_topic(conn: Conn, topic: str, partitions: int = 1, retention_ms: int | None = None,
                  config: dict[str, str] | None = None, timeout: float = 30.0) -> bool:
-    """Create ``topic`` if missing; True if it was created.  Existing topics are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    if topic in admin.list_topics(timeout=timeout).topics:
+    """Create ``topic`` if missing; True if it was created.  Existing topics are left as they are.
+
+    ``conn``: ``Settings`` (with their Kafka security), a ``KafkaConnection``, or an unsecured ``host:port``.
+    """
+    admin, errors = make_client(AdminClient, conn)
+    if topic in metadata(admin, errors, conn, timeout).topics:
         return False
     conf = dict(config or {})
     if retention_ms is not None:
@@ -321,22 +346,19 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, retention_ms: 
     return True
 
 
-def delete_topics(bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = admin.list_topics(timeout=timeout).topics
+def delete_topics(conn: Conn, topics: list[str], timeout: float = 30.0) -> None:
+    admin, errors = make_client(AdminClient, conn)
+    existing = metadata(admin, errors, conn, timeout).topics
     todo = [t for t in topics if t in existing]
     for fut in admin.delete_topics(todo).values() if todo else []:
         fut.result(timeout)
 
 
-def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+def end_offsets(conn: Conn, topic: str, timeout: float = 10.0) -> dict[int, int]:
     """``{partition: high watermark}`` of a topic (0 for an empty partition)."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "lakehouse-offsets",
-                         "enable.auto.commit": False})
+    consumer, errors = make_client(Consumer, conn, **{"group.id": "lakehouse-offsets", "enable.auto.commit": False})
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        meta = metadata(consumer, errors, conn, timeout, topic).topics[topic]
         if meta.error is not None:
             raise KafkaException(meta.error)
         out = {}

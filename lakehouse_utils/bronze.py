@@ -12,6 +12,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from . import delta_io
 from .config import Settings
+from .kafka_conf import spark_options
 from .streaming import (
     LAYER_CHECKPOINTS,
     PIPELINE_CHECKPOINT,
@@ -60,7 +61,7 @@ def to_bronze(kafka_df: DataFrame) -> DataFrame:
 def read_kafka(spark: SparkSession, settings: Settings, fail_on_data_loss: bool = True) -> DataFrame:
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.bootstrap)
+        .options(**spark_options(settings))  # kafka.bootstrap.servers and the Kafka security settings
         .option("subscribe", settings.topic)
         .option("startingOffsets", settings.starting_offsets)
         .option("includeHeaders", "true")

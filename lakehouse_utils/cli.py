@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
+from .kafka_conf import KafkaSecurityError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 _HANDLERS: dict[str, Handler] = {}
@@ -31,6 +32,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", dest="data_dir", help="root of tables, checkpoints, broker data (default ./data)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:19092)")
     p.add_argument("--topic", help="trades topic (default crypto.trades)")
+    p.add_argument("--kafka-properties", dest="kafka_properties", metavar="FILE",
+                   help="Kafka client security (security.protocol, sasl.*, ssl.*) from a properties file kept outside "
+                        "the repo; LAKEHOUSE_KAFKA_* variables win over it (README: Operations)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +130,8 @@ def _job(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    keys = ("data_dir", "bootstrap", "topic", "partitions", "bronze_path", "silver_path", "quarantine_path",
-            "gold_path", "starting_offsets", "max_offsets_per_trigger", "watermark")
+    keys = ("data_dir", "bootstrap", "kafka_properties", "topic", "partitions", "bronze_path", "silver_path",
+            "quarantine_path", "gold_path", "starting_offsets", "max_offsets_per_trigger", "watermark")
     values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
     gold = values.get("gold_path")
     if gold and Path(gold).name.startswith("bars_"):  # the seed passed --gold data/gold/bars_1m
@@ -268,19 +272,22 @@ def _topic(args: argparse.Namespace, settings: Settings) -> int:
     from . import broker
 
     if args.action == "create":
-        created = broker.ensure_topic(settings.bootstrap, settings.topic, settings.partitions, settings.retention_ms)
+        created = broker.ensure_topic(settings, settings.topic, settings.partitions, settings.retention_ms)
         print(("created " if created else "exists ") + settings.topic)
     elif args.action == "list":
         from confluent_kafka.admin import AdminClient
 
-        meta = AdminClient({"bootstrap.servers": settings.bootstrap}).list_topics(timeout=10)
+        from .kafka_conf import make_client, metadata
+
+        admin, errors = make_client(AdminClient, settings)
+        meta = metadata(admin, errors, settings, 10)
         for name in sorted(meta.topics):
             if not name.startswith("__"):
                 print(f"{name}\tpartitions={len(meta.topics[name].partitions)}")
     else:
         from .topics import last_messages
 
-        for msg in last_messages(settings.bootstrap, settings.topic, args.n):
+        for msg in last_messages(settings, settings.topic, args.n):
             print(msg.to_line())
     return 0
 
@@ -303,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except KafkaSecurityError as exc:  # a refused login or TLS handshake: a line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

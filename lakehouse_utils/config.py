@@ -1,7 +1,10 @@
-"""One Settings object: paths, bootstrap, topic, triggers, watermark.
+"""One Settings object: paths, bootstrap, Kafka security, topic, triggers, watermark, bind address.
 
 Precedence: defaults < ``LAKEHOUSE_*`` environment variables < explicit arguments (CLI flags).
 Every path derives from ``data_dir`` unless set on its own, so one ``--data-dir`` moves everything.
+Kafka security (``kafka_*``) may also come from a properties file (``kafka_properties``), below every
+``LAKEHOUSE_KAFKA_*`` variable; ``lakehouse_utils.kafka_conf`` turns it into client configurations.
+Passwords are :class:`Secret`: masked in ``repr``/``str``, revealed only where a client is configured.
 """
 
 from __future__ import annotations
@@ -14,6 +17,39 @@ from typing import Any
 ENV_PREFIX = "LAKEHOUSE_"
 # Gold timeframes: name -> seconds (one table per timeframe: <gold>/bars_<name>)
 TIMEFRAMES: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}
+
+
+class Secret:
+    """A password: ``***`` in repr/str/f-strings/logs; ``reveal()`` is the one way to the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        return Secret, (self._value,)
 
 
 def table_exists(path: str | Path) -> bool:
@@ -36,6 +72,18 @@ class Settings:
     shuffle_partitions: int = 2
     spark_master: str = "local[*]"
     spark_ui: bool = True
+    # where the servers the project starts listen (Spark UI/driver, replay server); see README "Operations"
+    bind_host: str = "127.0.0.1"
+    # Kafka client security (``None`` = not set here: the properties file, then PLAINTEXT defaults apply)
+    kafka_properties: Path | None = None
+    kafka_security_protocol: str | None = None  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret | None = None
+    kafka_ssl_ca_location: Path | None = None  # PEM file of the CA(s) that signed the brokers' certificates
+    kafka_ssl_certificate_location: Path | None = None  # client certificate (PEM), for mutual TLS
+    kafka_ssl_key_location: Path | None = None  # its private key (PEM, PKCS#8)
+    kafka_ssl_key_password: Secret | None = None
     # Optional explicit paths; ``None`` means "under data_dir" (see the properties below).
     bronze_path: Path | None = None
     silver_path: Path | None = None
@@ -49,6 +97,8 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, str) and "Path" in str(f.type):
                 object.__setattr__(self, f.name, Path(value).expanduser())
+            elif isinstance(value, str) and "Secret" in str(f.type):  # Settings(kafka_sasl_password="...")
+                object.__setattr__(self, f.name, Secret(value))
 
     # -- derived paths -------------------------------------------------------------------------
     @property
@@ -131,8 +181,10 @@ def _coerce(name: str, value: Any) -> Any:
     kind = str(kinds.get(name, ""))
     if not isinstance(value, str):
         return Path(value) if "Path" in kind and value is not None else value
+    if "Secret" in kind:
+        return Secret(value) if value else None
     if "Path" in kind:
-        return Path(value).expanduser()
+        return None if value == "" and "None" in kind else Path(value).expanduser()
     if kind.startswith("int"):
         return None if value == "" else int(value)
     if kind == "bool":

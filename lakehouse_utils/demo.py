@@ -144,12 +144,12 @@ def run_demo(
                 q.stop()
             join_helpers(q)
         if kafka is not None:
-            offsets = end_offsets(settings.bootstrap, settings.topic)
+            offsets = end_offsets(settings, settings.topic)
             kafka.stop()
         else:
             offsets = None
     if offsets is None:
-        offsets = end_offsets(settings.bootstrap, settings.topic)
+        offsets = end_offsets(settings, settings.topic)
     counts = table_counts(spark, settings)
     status = producer.status() if producer else None
     result = DemoResult(drained, time.monotonic() - t0, asdict(status) if status else {}, offsets, counts)
@@ -189,7 +189,7 @@ def _wait_caught_up(spark, settings: Settings, queries: dict, producer, progress
             last_versions, quiet_since = versions, time.monotonic()
         elif time.monotonic() - quiet_since >= quiet_for:
             counts = table_counts(spark, settings)
-            topic_total = sum(end_offsets(settings.bootstrap, settings.topic).values())
+            topic_total = sum(end_offsets(settings, settings.topic).values())
             if counts.bronze >= topic_total and counts.gold_trades.get("1m", 0) + counts.late == counts.silver:
                 return
             quiet_since = time.monotonic()  # quiet but not complete: a trigger is due, look again

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 
 from .broker import reachable
 from .config import Settings
+from .kafka_conf import KafkaSecurityError
 from .producer import SOURCE_KINDS, ProducerStatus, ProducerThread, TradeProducer, make_source, parse_speed
 from .progress import ProgressLine
 
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
     producer = TradeProducer.from_settings(settings)
     try:
         producer.start(timeout=timeout)  # ensures the topics
+    except KafkaSecurityError as exc:  # refused credentials / TLS: the broker is there, the hint would mislead
+        print(f"cannot use Kafka at {settings.bootstrap}: {exc}", file=out, flush=True)
+        return 2
     except KafkaException as exc:
         print(f"cannot reach Kafka at {settings.bootstrap}: {exc}\n{hint}", file=out, flush=True)
         return 2

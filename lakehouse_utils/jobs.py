@@ -6,6 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 
 from .config import Settings
@@ -22,7 +23,10 @@ def run_query(query: StreamingQuery, duration: float | None = None, progress: Pr
             progress.update(progress_of(query).line())
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            query.awaitTermination(0.5)
+            try:
+                query.awaitTermination(0.5)
+            except StreamingQueryException:
+                break  # reported below from query.exception(), as a line and exit code 1, not a traceback
     except KeyboardInterrupt:
         progress.done("stopping (Ctrl-C) ...")
     finally:

@@ -425,16 +425,17 @@ def topic_offsets(settings: Settings, timeout: float = 3.0) -> dict[str, int | N
     from confluent_kafka.admin import AdminClient
 
     from .broker import end_offsets
+    from .kafka_conf import make_client, metadata
 
     topics = [settings.topic, settings.dlq_topic, settings.alerts_topic]
     if not reachable(settings.bootstrap):
         return dict.fromkeys(topics)
     try:
-        existing = AdminClient({"bootstrap.servers": settings.bootstrap, "log_level": 0}
-                               ).list_topics(timeout=timeout).topics
+        admin, errors = make_client(AdminClient, settings, log_level=0)
+        existing = metadata(admin, errors, settings, timeout).topics
     except Exception:
         return dict.fromkeys(topics)
-    return {t: sum(end_offsets(settings.bootstrap, t, timeout).values()) if t in existing else None for t in topics}
+    return {t: sum(end_offsets(settings, t, timeout).values()) if t in existing else None for t in topics}
 
 
 class PipelineStatus(Panel):

@@ -47,8 +47,12 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> 
         if not submitted:  # spark-submit's --master / --conf win on a cluster
             # the layers bring each micro-batch to the driver as Arrow: a catch-up batch needs more than 1g
             builder = builder.config("spark.driver.memory", os.environ.get("LAKEHOUSE_DRIVER_MEMORY", "2g"))
-            builder = builder.master(settings.spark_master).config("spark.driver.bindAddress", "127.0.0.1") \
-                .config("spark.driver.host", "127.0.0.1")
+            # every socket of the driver on settings.bind_host (loopback by default): the RPC and block manager
+            # follow bindAddress; the UI binds to SPARK_LOCAL_IP (else 0.0.0.0), read by the JVM started below
+            os.environ.setdefault("SPARK_LOCAL_IP", settings.bind_host)
+            builder = builder.master(settings.spark_master).config("spark.driver.bindAddress", settings.bind_host) \
+                .config("spark.driver.host", "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else
+                        settings.bind_host)
         builder = (
             builder
             .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, TopicPartition
 
+from .kafka_conf import Conn, connection, make_client, metadata
+
 
 @dataclass(frozen=True)
 class Message:
@@ -31,14 +33,17 @@ def _decode(b: bytes | None) -> str | None:
     return None if b is None else b.decode("utf-8", errors="replace")
 
 
-def last_messages(bootstrap: str, topic: str, n: int = 5, timeout: float = 10.0) -> list[Message]:
-    """The last ``n`` messages of each partition of ``topic``, oldest first (no consumer group commit)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "lakehouse-peek",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+def last_messages(conn: Conn, topic: str, n: int = 5, timeout: float = 10.0) -> list[Message]:
+    """The last ``n`` messages of each partition of ``topic``, oldest first (no consumer group commit).
+
+    ``conn``: ``Settings`` (with their Kafka security), a ``KafkaConnection``, or an unsecured ``host:port``.
+    """
+    consumer, errors = make_client(Consumer, conn, **{"group.id": "lakehouse-peek", "enable.auto.commit": False,
+                                                      "enable.partition.eof": True})
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        meta = metadata(consumer, errors, conn, timeout, topic).topics.get(topic)
         if meta is None or meta.error is not None:
-            raise ValueError(f"topic {topic!r} not found on {bootstrap}")
+            raise ValueError(f"topic {topic!r} not found on {connection(conn).bootstrap}")
         assignment, remaining = [], 0
         for p in sorted(meta.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from .broker import ensure_topic
+from .kafka_conf import Conn, client_config, connection
 from .trades import SCHEMA_VERSION, Rejected, Trade
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class TradeProducer:
 
     def __init__(
         self,
-        bootstrap: str,
+        conn: Conn,
         topic: str,
         dlq_topic: str | None = None,
         *,
@@ -91,14 +92,15 @@ class TradeProducer:
         ensure_topics: bool = True,
         config: dict[str, Any] | None = None,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.connection = connection(conn)  # Settings (with Kafka security), KafkaConnection, or "host:port"
+        self.bootstrap = self.connection.bootstrap
         self.topic = topic
         self.dlq_topic = dlq_topic or f"{topic}.dlq"
         self.partitions = partitions
         self.retention_ms = retention_ms
         self.stop_event = stop
         self.config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **client_config(self.connection),
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": compression,
@@ -140,15 +142,15 @@ class TradeProducer:
     def from_settings(cls, settings: Settings, **kwargs: Any) -> TradeProducer:
         kwargs.setdefault("partitions", settings.partitions)
         kwargs.setdefault("retention_ms", settings.retention_ms)
-        return cls(settings.bootstrap, settings.topic, settings.dlq_topic, **kwargs)
+        return cls(settings, settings.topic, settings.dlq_topic, **kwargs)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> TradeProducer:
         """Create the trades and dead-letter topics if missing (once)."""
         if not self._started:
-            ensure_topic(self.bootstrap, self.topic, self.partitions, self.retention_ms, timeout=timeout)
-            ensure_topic(self.bootstrap, self.dlq_topic, 1, self.retention_ms, timeout=timeout)
+            ensure_topic(self.connection, self.topic, self.partitions, self.retention_ms, timeout=timeout)
+            ensure_topic(self.connection, self.dlq_topic, 1, self.retention_ms, timeout=timeout)
             self._started = True
         return self
 
@@ -439,8 +441,9 @@ class TradeProducer:
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     """Create the trades topic and its dead-letter topic if missing."""
-    ensure_topic(settings.bootstrap, settings.topic, settings.partitions, settings.retention_ms, timeout=timeout)
-    ensure_topic(settings.bootstrap, settings.dlq_topic, 1, settings.retention_ms, timeout=timeout)
+    conn = connection(settings)
+    ensure_topic(conn, settings.topic, settings.partitions, settings.retention_ms, timeout=timeout)
+    ensure_topic(conn, settings.dlq_topic, 1, settings.retention_ms, timeout=timeout)
 
 
 __all__ = ["PERMANENT_ERRORS", "TradeProducer", "ensure_topics"]

@@ -138,7 +138,7 @@ class ProducerPanel(Panel):
         topic = self.settings.dlq_topic if dlq else self.settings.topic
         n = n or self.n_peek_w.value
         try:
-            lines = [m.to_line() for m in last_messages(self.settings.bootstrap, topic, n)]
+            lines = [m.to_line() for m in last_messages(self.settings, topic, n)]
         except ValueError as exc:  # topic not created yet
             lines = [str(exc)]
         self.peek_w.value = pre("\n".join(lines) or f"{topic}: no messages yet")

@@ -103,11 +103,13 @@ def kafka_arrivals(bootstrap: str, topic: str, timeout: float = 10.0) -> pd.Data
     """One row per distinct trade of ``topic``: symbol, trade_id, partition, offset, append time (s)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{os.getpid()}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    from ..kafka_conf import make_client, metadata
+
+    consumer, errors = make_client(Consumer, bootstrap, **{"group.id": f"bench-{os.getpid()}",
+                                                           "enable.auto.commit": False, "enable.partition.eof": True})
     rows: list[tuple[str, str, int, int, float]] = []
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        meta = metadata(consumer, errors, bootstrap, timeout, topic).topics[topic]
         parts = sorted(meta.partitions)
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in parts}
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
