@@ -317,6 +317,6 @@ def report_candles(settings: Settings, path: str | Path | None = None, timeframe
 
 
 __all__: Sequence[str] = [
-    "BAR_COLUMNS", "STALE_AFTER_S", "LiveFigure", "TIMEFRAMES", "candles_figure", "figure_alerts", "figure_bars", "read_bars", "report_candles",
-    "symbols", "trace_data", "update_figure", "write_html",
+    "BAR_COLUMNS", "STALE_AFTER_S", "TIMEFRAMES", "LiveFigure", "candles_figure", "figure_alerts", "figure_bars",
+    "read_bars", "report_candles", "symbols", "trace_data", "update_figure", "write_html",
 ]

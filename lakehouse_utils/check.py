@@ -366,7 +366,7 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
     if not reachable(settings.bootstrap):
         return None
     try:
-        return {(t, p): high for t in topics for p, high in end_offsets(settings.bootstrap, t).items()}
+        return {(t, p): high for t in topics for p, high in end_offsets(settings, t).items()}
     except Exception:  # the topic is gone, the broker is stopping: lag unknown
         return None
 
