@@ -69,6 +69,22 @@ class Report:
         return {"ok": self.ok, "data_dir": self.data_dir, "seconds": round(self.seconds, 3), "facts": self.facts,
                 "findings": [asdict(f) for f in self.findings]}
 
+    def brief(self) -> str:
+        """A few lines that depend only on the tables (no path, topic name or timing): notebook 07's check."""
+        f = self.facts
+        parts = f.get("bronze_partitions", {}).values()
+        lags = {p["lag"] for p in parts}
+        lag = "unknown" if None in lags else f"{sum(lags):,}"
+        lines = [f"ok: {self.ok} ({len(self.findings)} kind(s) of difference)",
+                 f"bronze: {f.get('bronze_rows', 0):,} rows in {len(parts)} partition(s), lag {lag}"]
+        if "silver_rows" in f:
+            lines.append(f"silver: {f['silver_rows']:,} trades, {f['duplicates']:,} later copies left out, "
+                         f"{f['quarantine_rows']:,} quarantined")
+        if f.get("gold"):
+            lines.append("gold: " + ", ".join(f"{tf} {g['bars']} bars ({g['final']} final)"
+                                              for tf, g in f["gold"].items()))
+        return "\n".join(lines)
+
     def summary(self) -> str:
         f = self.facts
         lines = [f"lakehouse check: {self.data_dir} (read with deltalake + pandas in {self.seconds:.1f} s)"]
