@@ -1,0 +1,315 @@
+"""Hostile input, property-based (issue 10, "Trust"): random and adversarial items and frames into the Kraken
+v2 parser and normalizer. Nothing raises but the documented rejection (``TradeError`` for an item, a
+``Rejected`` for a frame), every item ends as exactly one valid Trade or one reason, and parsing stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from lakehouse_utils.kraken import KrakenV2Source, read_recording
+from lakehouse_utils.silver import SYMBOL_RE
+from lakehouse_utils.trades import (
+    MAX_PRICE,
+    MAX_RAW_CHARS,
+    REQUIRED_FIELDS,
+    SIDES,
+    Rejected,
+    Trade,
+    TradeError,
+    normalize_symbol,
+    parse_kraken_v2_trade,
+)
+
+from .test_kraken_replay import trade_frame
+from .test_trades import INGEST, item
+
+# A generous deadline: the machine is shared; the explicit timing checks below are the tight ones.
+FAST = hypothesis_settings(deadline=timedelta(milliseconds=500), max_examples=300,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
+
+# ---- strategies ---------------------------------------------------------------------------------
+
+ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+NASTY_TEXT = [
+    "", " ", "NaN", "nan", "Infinity", "-Infinity", "-inf", "inf", "1e400", "-0", "0", "10749.4",
+    "BUY", "Buy", "ｂｕｙ", "buy\u200b", "\u200bsell", "\u202ebuy", "b\x00uy", "buy\n",
+    "XBTUSD", "BTC\u200b/USD", "\u202eBTC/USD", "BTC/USD\u200f", "ＢＴＣ/USD", "BTC²/USD", "ß/USD", "ﬁ/USD",
+    "\u212a/USD", "BTC/USD/EUR", "A" * 17 + "/USD", "BTC\n/USD", "\ud800/USD", "BTC/\udfff", "١٢٣/USD",
+    "2019-07-01T00:00:03", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "２０１９-07-01T00:00:00Z",
+    "2019-07-01T00:00:03.172000Z\u200b", "\ud800", "\U0001f600", "²", "١٢٣", "x" * 10_000,
+]
+# unassigned, surrogates, format (zero-width, RTL), marks, digits of other scripts, controls
+ODD_CHARS = st.characters(categories=["Cs", "Cf", "Cc", "Mn", "Nd", "No", "Lu", "Ll", "Zs", "So", "Lo"])
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**400), max_value=10**400),
+    st.sampled_from([10**400, -(10**400), 2**63, -(2**63) - 1, 10**40, 0, -1]),
+    st.floats(),  # NaN and +-inf included
+    st.sampled_from(NASTY_TEXT), st.text(ODD_CHARS, max_size=24),
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=12,
+)
+ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8)), timezone(timedelta(0))]
+VALID_ITEMS = st.fixed_dictionaries(
+    {
+        "symbol": st.sampled_from(["BTC/USD", "XBT/USDT", "eth/usd", " sol/eur ", "1INCH/EUR", "XDG/USD"])
+        | st.builds("{}/{}".format, st.text(ALNUM, min_size=1, max_size=16), st.text(ALNUM, min_size=1, max_size=16)),
+        "side": st.sampled_from(sorted(SIDES)),
+        "price": st.floats(min_value=0, max_value=MAX_PRICE, exclude_min=True) | st.integers(1, 10**12),
+        "qty": st.floats(min_value=0, exclude_min=True, allow_infinity=False) | st.integers(1, 10**30),
+        "trade_id": st.integers(1, 2**63) | st.text(min_size=1) | st.text(ODD_CHARS, min_size=1, max_size=8),
+        "timestamp": st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1),
+                                  timezones=st.sampled_from(ZONES)).map(datetime.isoformat),
+    },
+    optional={"ord_type": st.none() | st.sampled_from(["limit", "market", ""])},
+)
+
+
+@st.composite
+def mutated_items(draw: st.DrawFn) -> Any:
+    """A valid item with some fields dropped or replaced by hostile JSON values, maybe extra keys."""
+    base = dict(draw(VALID_ITEMS))
+    for name in draw(st.sets(st.sampled_from([*REQUIRED_FIELDS, "ord_type"]), min_size=1)):
+        if draw(st.booleans()):
+            base.pop(name, None)
+        else:
+            base[name] = draw(JSON_VALUES)
+    base.update(draw(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)))
+    return base
+
+
+ITEMS = st.one_of(VALID_ITEMS, mutated_items(), JSON_VALUES)  # JSON_VALUES: arrays and scalars for an item
+TRADE_FRAMES = st.builds(
+    lambda kind, items, extra: json.dumps({"channel": "trade", "type": kind, "data": items, **extra}),
+    st.sampled_from(["snapshot", "update"]), st.lists(ITEMS, max_size=6),
+    st.dictionaries(st.text(max_size=6).filter(lambda k: k not in ("channel", "type", "data")), JSON_VALUES,
+                    max_size=2),
+)
+OTHER_FRAMES = st.one_of(
+    JSON_VALUES.map(json.dumps),  # arrays, scalars, random objects
+    st.fixed_dictionaries({"channel": JSON_VALUES, "type": JSON_VALUES, "data": JSON_VALUES}).map(json.dumps),
+    st.fixed_dictionaries({"channel": st.just("trade"), "type": JSON_VALUES, "data": JSON_VALUES}).map(json.dumps),
+    st.fixed_dictionaries({"method": JSON_VALUES}, optional={"success": JSON_VALUES, "error": JSON_VALUES,
+                                                             "result": JSON_VALUES}).map(json.dumps),
+    st.text(), st.text(ODD_CHARS), st.binary(), st.sampled_from(["", " ", "\n", "null", "{", "}", "[]", "{}"]),
+)
+
+
+@st.composite
+def broken_text(draw: st.DrawFn) -> str | bytes:
+    """A good frame's text cut short, or with bytes flipped (often invalid UTF-8)."""
+    text = draw(TRADE_FRAMES).encode()
+    if draw(st.booleans()):
+        return text[: draw(st.integers(0, max(0, len(text) - 1)))]
+    data = bytearray(text)
+    for _ in range(draw(st.integers(1, 4))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+FRAMES = st.one_of(TRADE_FRAMES, OTHER_FRAMES, broken_text())
+
+
+# ---- the properties every outcome must have -------------------------------------------------------
+
+
+def assert_valid_trade(trade: Trade) -> None:
+    assert type(trade.price) is float and math.isfinite(trade.price) and 0 < trade.price <= MAX_PRICE
+    assert type(trade.qty) is float and math.isfinite(trade.qty) and trade.qty > 0
+    assert trade.side in SIDES
+    assert re.fullmatch(SYMBOL_RE, trade.symbol, re.ASCII) and normalize_symbol(trade.symbol) == trade.symbol
+    assert type(trade.trade_id) is str and trade.trade_id
+    assert trade.ord_type is None or type(trade.ord_type) is str
+    assert trade.event_time.utcoffset() == timedelta(0) and trade.ingest_time.utcoffset() == timedelta(0)
+    message = json.loads(trade.to_json())  # what goes to the trades topic
+    assert (message["price"], message["qty"], message["trade_id"]) == (trade.price, trade.qty, trade.trade_id)
+
+
+def assert_reason(reason: object) -> None:
+    assert isinstance(reason, str) and re.match(r"[a-z_]+(:|\s|$)", reason), reason  # a code, maybe a detail
+
+
+def outcome(raw_item: Any) -> Trade | str:
+    """A Trade, or the reason of the TradeError; any other exception fails the test."""
+    try:
+        trade = parse_kraken_v2_trade(raw_item, ingest_time=INGEST)
+    except TradeError as exc:
+        assert_reason(exc.reason)
+        return exc.reason
+    assert_valid_trade(trade)
+    return trade
+
+
+def handle(payload: str | bytes, source: KrakenV2Source | None = None) -> list[Trade | Rejected]:
+    """One frame through the adapter's frame handler, checked: each item is a valid Trade or a Rejected."""
+    source = source or KrakenV2Source(["BTC/USD"], "ws://127.0.0.1:9")  # never connects
+    frames = source.stats["frames"]
+    out = source._handle_payload(payload)
+    assert source.stats["frames"] == frames + 1
+    for result in out:
+        if isinstance(result, Trade):
+            assert_valid_trade(result)
+        else:
+            assert isinstance(result, Rejected) and result.source == "kraken"
+            assert_reason(result.reason)
+            assert len(result.raw) <= MAX_RAW_CHARS
+            assert json.loads(result.to_json())["reason"] == result.reason  # what goes to the DLQ
+    return out
+
+
+# ---- items --------------------------------------------------------------------------------------
+
+
+@FAST
+@given(VALID_ITEMS)
+def test_valid_items_always_parse_to_the_same_values(raw: dict[str, Any]) -> None:
+    trade = outcome(raw)
+    assert isinstance(trade, Trade), trade
+    assert trade.price == float(raw["price"]) and trade.qty == float(raw["qty"]) and trade.side == raw["side"]
+    assert trade.symbol == normalize_symbol(raw["symbol"]) and trade.trade_id == str(raw["trade_id"])
+    assert trade.event_time == datetime.fromisoformat(raw["timestamp"]) and trade.ord_type == raw.get("ord_type")
+
+
+@FAST
+@given(ITEMS)
+@example(item(price=10**400)).via("crashed: OverflowError from float()")
+@example(item(qty=-(10**400))).via("crashed: OverflowError from float()")
+@example(item(trade_id=10**5000)).via("crashed: ValueError from str() past 4300 digits")
+@example(item(price=[10**5000])).via("crashed: ValueError from repr() in the reason")
+@example(item(symbol="BTC²/USD")).via("was a Trade: Silver quarantines a non-ASCII symbol")
+@example(item(symbol="ß/USD")).via("was a Trade 'SS/USD'")
+@example(item(symbol="A" * 17 + "/USD")).via("was a Trade: Silver allows 16 characters a side")
+@example(item(side="\ud800"))
+@example(item(timestamp="2019-07-01T00:00:03.172000Z\u200b"))
+def test_any_item_is_a_valid_trade_or_one_reason(raw: Any) -> None:
+    result = outcome(raw)
+    if isinstance(result, Trade):  # it was a trade item: the fields it took are the item's
+        assert result.symbol == normalize_symbol(raw["symbol"]) and result.price == float(raw["price"])
+
+
+@FAST
+@given(VALID_ITEMS, st.sampled_from([*REQUIRED_FIELDS]), JSON_VALUES | st.just(...))
+def test_one_bad_field_names_that_field(raw: dict[str, Any], name: str, value: Any) -> None:
+    """Spoil one required field: either it is still acceptable, or the reason is about that field."""
+    spoiled = {**raw, name: value} if value is not ... else {k: v for k, v in raw.items() if k != name}
+    result = outcome(spoiled)
+    if isinstance(result, str):  # e.g. missing_field:qty, bad_type:qty, non_positive:qty; bad_timestamp
+        assert name in result.split(" ", 1)[0] or (name, result.split(" ")[0]) == ("timestamp", "bad_timestamp")
+    else:
+        assert value is not None and value is not ...
+
+
+def test_deep_nesting_and_huge_values_are_rejected_quickly() -> None:
+    deep = nested(10_000)
+    cases = {
+        "price": (deep, "bad_type:price"),
+        "qty": ("x" * 1_000_000, "bad_type:qty"),
+        "symbol": ("B" * 1_000_000 + "/USD", "bad_symbol"),
+        "side": ("s" * 1_000_000, "unknown_side:" + "s" * 20),
+        "timestamp": ("2" * 1_000_000, "bad_timestamp"),
+    }
+    for name, (value, code) in cases.items():
+        started = time.perf_counter()
+        assert outcome(item(**{name: value})).split(" ", 1)[0] == code
+        assert time.perf_counter() - started < 0.5, name
+    huge_id = outcome(item(trade_id="7" * 1_000_000))  # a 1 MB id is still an id
+    assert isinstance(huge_id, Trade) and len(huge_id.trade_id) == 1_000_000
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+# ---- frames -------------------------------------------------------------------------------------
+
+
+@FAST
+@given(FRAMES)
+@example("").via("an empty frame")
+@example(b"\xff\xfe\x00\x80").via("binary garbage")
+@example('{"channel":"trade","type":"update","data":[' + "[" * 10_000 + "]" * 10_000 + "]}")
+@example('{"method":' + "[" * 10_000 + "]" * 10_000 + "}")
+@example(trade_frame(item(trade_id="²"))).via("crashed: int('²') tracking snapshot repeats")
+@example(trade_frame(item(trade_id="1" * 5000))).via("crashed: int() past 4300 digits")
+@example(trade_frame(item()).replace('"price": 10749.4', '"price": ' + "9" * 400)).via("crashed: OverflowError")
+def test_any_frame_gives_one_outcome_per_item(payload: str | bytes) -> None:
+    out = handle(payload)
+    frame = decoded(payload)
+    if isinstance(frame, dict) and frame.get("channel") == "trade" and "method" not in frame \
+            and frame.get("type") in ("snapshot", "update") and isinstance(frame.get("data"), list):
+        # exactly one outcome per item, in order, the same as the item parser's
+        assert len(out) == len(frame["data"])
+        for result, raw in zip(out, frame["data"], strict=True):
+            expected = outcome(raw)
+            if isinstance(expected, Trade):
+                assert isinstance(result, Trade) and result[:-1] == expected[:-1]  # all but ingest_time
+            else:
+                assert isinstance(result, Rejected) and result.reason == expected
+    else:
+        assert len(out) <= 1 and all(isinstance(r, Rejected) for r in out)  # control frames: a reason or nothing
+        if not isinstance(frame, dict):
+            assert [r.code for r in out] in (["invalid_json"], ["not_an_object"])
+
+
+def decoded(payload: str | bytes) -> Any:
+    """The frame as Python's json reads it (None when it does not: the adapter must reject it then)."""
+    text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else payload
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def test_nesting_at_the_recursion_limit_never_escapes(tmp_path: Path) -> None:
+    """Around the interpreter's recursion limit the frame parses but writing its item (or the recording) back
+    as JSON, or showing a value in a reason, overflows the stack: that raised RecursionError out of the stream."""
+    source = KrakenV2Source(["BTC/USD"], "ws://127.0.0.1:9", record=tmp_path / "rec.jsonl")
+    source._recorder = (tmp_path / "rec.jsonl").open("a", encoding="utf-8")  # as stream() opens it
+    limit = sys.getrecursionlimit()
+    frames = 0
+    for depth in range(limit - 120, limit + 5):
+        inner = "[" * depth + "]" * depth
+        for payload in (f'{{"channel":"trade","type":"update","data":[{inner}]}}', f'{{"method":{inner}}}',
+                        trade_frame(item(price=[])).replace("[]", inner)):
+            out = handle(payload, source)
+            frames += 1
+            assert len(out) == 1 and isinstance(out[0], Rejected)
+            assert out[0].code.split(":")[0] in ("invalid_json", "bad_type", "unknown_method"), out[0].reason[:60]
+    source._recorder.close()
+    assert len(list(read_recording(tmp_path / "rec.jsonl"))) == frames  # one line per frame, each readable
+
+
+def test_a_one_megabyte_field_and_deep_frames_are_handled_quickly() -> None:
+    big = trade_frame(item(pad="z" * 1_000_000, trade_id="big"))
+    cases = [
+        (KrakenV2Source(["BTC/USD"], "ws://127.0.0.1:9"), big, ["frame_too_large"]),  # the default 1 MB cap
+        (KrakenV2Source(["BTC/USD"], "ws://127.0.0.1:9", max_frame_bytes=2_000_000), big, [None]),
+        (None, trade_frame(item(trade_id="m" * 999_000)), [None]),
+        (None, "[" * 10_000, ["invalid_json"]),
+        (None, '{"channel":"trade","type":"update","data":[' + "[" * 10_000 + "]" * 10_000 + "]}", ["invalid_json"]),
+        (None, '{"a":' * 10_000 + "1" + "}" * 10_000, ["invalid_json"]),
+        (None, '"' + "\\u0000" * 150_000 + '"', ["not_an_object"]),
+    ]
+    for source, payload, codes in cases:
+        started = time.perf_counter()
+        out = handle(payload, source)
+        elapsed = time.perf_counter() - started
+        assert [r.code if isinstance(r, Rejected) else None for r in out] == codes
+        assert elapsed < 1.0, (payload[:40], elapsed)
