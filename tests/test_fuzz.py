@@ -10,6 +10,8 @@ import math
 import re
 import sys
 import time
+import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,11 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from lakehouse_utils.broker import LocalKafka
+from lakehouse_utils.config import Settings
 from lakehouse_utils.kraken import KrakenV2Source, read_recording
+from lakehouse_utils.producer import ProducerThread, TradeProducer
+from lakehouse_utils.replay import ReplayServer
 from lakehouse_utils.silver import SYMBOL_RE
 from lakehouse_utils.trades import (
     MAX_PRICE,
@@ -32,7 +38,8 @@ from lakehouse_utils.trades import (
     parse_kraken_v2_trade,
 )
 
-from .test_kraken_replay import trade_frame
+from .test_kraken_replay import SAMPLE_PRINTS, trade_frame
+from .test_producer import read_topic, run_to_end
 from .test_trades import INGEST, item
 
 # A generous deadline: the machine is shared; the explicit timing checks below are the tight ones.
@@ -313,3 +320,53 @@ def test_a_one_megabyte_field_and_deep_frames_are_handled_quickly() -> None:
         elapsed = time.perf_counter() - started
         assert [r.code if isinstance(r, Rejected) else None for r in out] == codes
         assert elapsed < 1.0, (payload[:40], elapsed)
+
+
+# ---- through the producer, on the real broker: every reject in the DLQ with its reason -------------
+
+
+@hypothesis_settings(max_examples=3, derandomize=True, deadline=None, database=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                            HealthCheck.large_base_example, HealthCheck.data_too_large])
+@given(frames=st.lists(FRAMES, min_size=20, max_size=40))
+def test_fuzzed_frames_reach_kafka_and_every_reject_the_dlq(frames: list[str | bytes], settings: Settings,
+                                                           kafka: LocalKafka) -> None:
+    """Crafted and fuzzed frames among the bundled hour, over a real socket, through ProducerThread: every reject
+    is in <topic>.dlq, in order, with its reason and raw text, and the counters add up (derandomized: the same
+    frames in CI every time)."""
+    crafted = [trade_frame(item(side="\ud800")),  # crashed TradeProducer.reject: the reason (DLQ key) was not UTF-8
+               trade_frame(item(trade_id="²"), item(price=10**400), item(symbol="ß/usd")), "", b"\xff\xfe\x00",
+               '{"channel":"trade","type":"update","data":[' + "[" * 10_000 + "]" * 10_000 + "]}"]
+    # the wire carries bytes: a str with lone surrogates goes as its (invalid) UTF-8, in a binary frame
+    payloads = [p if isinstance(p, bytes) else p.encode("utf-8", "surrogatepass") for p in crafted + frames]
+    oracle = KrakenV2Source(["BTC/USD"], "ws://127.0.0.1:9")
+    expected = [result for p in payloads for result in handle(p, oracle)]
+    rejects = [r for r in expected if isinstance(r, Rejected)]
+    trades = [t for t in expected if isinstance(t, Trade)]
+    run = settings.with_(topic=f"{settings.topic}.{uuid.uuid4().hex[:6]}")  # a new topic per example
+    with ReplayServer(raw_frames=dict(enumerate(payloads)), close_when_done=True) as server:  # type: ignore[arg-type]
+        source = KrakenV2Source(["BTC/USD"], server.url, end_on_close=True)
+        thread = ProducerThread(source, TradeProducer.from_settings(run), name="replay")
+        run_to_end(thread)
+    status = thread.status()
+    assert status.error is None and status.delivery_errors == 0 and status.in_flight == 0
+    assert status.rejected == status.dlq_sent == status.dlq_delivered == len(rejects)
+    assert status.sent == status.delivered == SAMPLE_PRINTS + len(trades)
+    assert status.received == status.rejected + status.sent
+
+    dlq = read_topic(kafka.bootstrap, run.dlq_topic)
+    assert [r.value["reason"] for r in dlq] == [r.reason for r in rejects]
+    assert [r.value["raw"] for r in dlq] == [r.raw for r in rejects]
+    assert [r.key for r in dlq] == [r.code.encode("utf-8", "backslashreplace").decode() for r in rejects]
+    assert all(r.headers["reason"] == r.key and r.headers["source"] == "kraken" for r in dlq)
+    assert dlq[0].value["reason"] == "unknown_side:\ud800"
+    assert [r.value["reason"].split(" ")[0] for r in dlq[1:6]] == [
+        "non_finite:price", "bad_symbol", "invalid_json", "invalid_json", "invalid_json"]
+
+    def fields(message: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(message[k] for k in ("symbol", "trade_id", "price", "qty", "side", "event_time"))
+
+    sent = Counter(fields(r.value) for r in read_topic(kafka.bootstrap, run.topic))
+    injected = Counter(fields(json.loads(t.to_json())) for t in trades)
+    assert sent.total() == SAMPLE_PRINTS + len(trades) and not injected - sent  # every valid item is in Kafka
+
