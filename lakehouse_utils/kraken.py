@@ -308,11 +308,16 @@ class KrakenV2Source:
     def _handle_payload(self, payload: bytes | str) -> list[Trade | Rejected]:
         received = datetime.now(UTC)
         self.stats["frames"] += 1
-        data = payload.encode("utf-8") if isinstance(payload, str) else payload
-        text = data.decode("utf-8", errors="replace")
+        data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+        try:
+            text, reason = data.decode("utf-8"), None
+        except UnicodeDecodeError:  # RFC 6455 wants UTF-8 text, which the connection does not check (speed)
+            text, reason = data.decode("utf-8", errors="replace"), "invalid_utf8"
         if len(data) > self.max_frame_bytes:
+            reason = f"frame_too_large {len(data)} bytes"
+        if reason is not None:
             self._write_record(text, None)
-            return [self._reject(f"frame_too_large {len(data)} bytes", text, received)]
+            return [self._reject(reason, text, received)]
         try:
             frame = _loads(text)
         except (ValueError, RecursionError) as exc:
