@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from lakehouse_utils.broker import LocalKafka
+from lakehouse_utils.broker import LocalKafka, end_offsets, ensure_topic
 from lakehouse_utils.config import Settings
 from lakehouse_utils.kraken import KrakenV2Source, read_recording
 from lakehouse_utils.producer import ProducerThread, TradeProducer
@@ -39,6 +43,7 @@ from lakehouse_utils.trades import (
 )
 
 from .test_kraken_replay import SAMPLE_PRINTS, trade_frame
+from .test_layers import trade_json
 from .test_producer import read_topic, run_to_end
 from .test_trades import INGEST, item
 
@@ -381,3 +386,185 @@ def test_fuzzed_frames_reach_kafka_and_every_reject_the_dlq(frames: list[str | b
     injected = Counter(fields(json.loads(t.to_json())) for t in trades)
     assert sent.total() == SAMPLE_PRINTS + len(trades) and not injected - sent  # every valid item is in Kafka
 
+
+# ---- random bytes straight to the trades topic, through Bronze and Silver -------------------------
+
+T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+
+
+@dataclass
+class Message:
+    """One Kafka message of the end-to-end run and what Silver must make of it."""
+
+    value: bytes | None
+    partition: int
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    trade: tuple[str, str, str] | None = None  # (exchange, symbol, trade_id) of a message built valid
+    price: float | None = None
+    reason: str | None = None  # the quarantine reason it must get (a prefix); None: not predicted
+    offset: int = -1
+
+
+def crafted_messages() -> list[Message]:
+    """Inputs with a known quarantine reason."""
+    def bad(reason: str, **over: Any) -> Message:
+        return Message(trade_json("bad", 10.0, 1.0, T0, **over).encode(), 0, reason=reason)
+
+    def raw(reason: str, value: bytes | None) -> Message:
+        return Message(value, 1, reason=reason)
+
+    valid = trade_json("edge", 10.0, 1.0, T0)
+    return [
+        raw("empty_value", None), raw("empty_value", b""), raw("empty_value", b"   "),
+        raw("invalid_json", b"not json"), raw("invalid_json", b"{"), raw("invalid_utf8", b"\xff\xfe\x00garbage"),
+        raw("invalid_utf8", valid.replace('"edge"', '"ed\udcffge"').encode("utf-8", "surrogatepass")),
+        raw("not_a_json_object", b"[1, 2]"), raw("not_a_json_object", b"42"), raw("not_a_json_object", b"null"),
+        raw("not_a_json_object", b'"a string"'),
+        raw("invalid_json", b"[" * 10_000), raw("invalid_json", ("[" * 10_000 + "]" * 10_000).encode()),
+        raw("invalid_json", ('{"a":' * 5_000 + "1" + "}" * 5_000).encode()),
+        raw("invalid_json", valid.replace('"price": 10.0', '"price": 1' + "0" * 1200).encode()),  # parser's limit
+        bad("missing_field:price", price=...), bad("missing_field:trade_id", trade_id=" "),
+        bad("non_finite:price", price="NaN"), bad("non_finite:price", price="Infinity"),
+        bad("non_finite:price", price="-inf"), bad("bad_type:price", price=True),
+        Message(valid.replace('"price": 10.0', '"price": 1e400').encode(), 0, reason="non_finite:price"),
+        Message(valid.replace('"qty": 1.0', '"qty": 1' + "0" * 400).encode(), 0, reason="non_finite:qty"),
+        bad("non_positive:price", price=-1.0), bad("non_positive:qty", qty=0.0), bad("price_too_large", price=2e12),
+        bad("bad_symbol:BTC\u200b/USD", symbol="BTC\u200b/USD"),
+        bad("bad_symbol:\u202eBTC/USD", symbol="\u202eBTC/USD"),
+        bad("bad_symbol:btc/usd\n", symbol="btc/usd\n"), bad("bad_symbol:ß/usd", symbol="ß/usd"),
+        bad("bad_symbol:BTC²/USD", symbol="BTC²/USD"), bad("bad_symbol:" + "A" * 17, symbol="A" * 17 + "/USD"),
+        bad("unknown_side:hold", side="hold"), bad("unknown_side:buy\u200b", side="buy\u200b"),
+        bad("bad_timestamp:yesterday", event_time="yesterday"),
+    ]
+
+
+def mix(rng: random.Random) -> list[Message]:
+    """Valid trades (some resent: duplicates), adversarial JSON, random bytes and the crafted inputs, shuffled."""
+    messages: list[Message] = []
+    for n in range(150):
+        symbol, price = rng.choice(["BTC/USD", "ETH/USD", "sol/eur"]), round(rng.uniform(0.01, 1e5), 2)
+        pad = {"pad": "p" * 1_000_000} if n == 7 else {}  # a 1 MB field in a valid trade
+        side = rng.choice(["buy", "sell"])
+        value = trade_json(f"v{n}", price, rng.uniform(1e-8, 10), T0 + timedelta(seconds=n), side, symbol=symbol, **pad)
+        messages.append(Message(value.encode(), rng.randrange(2), rng.choice([None, symbol.encode()]),
+                                trade=("kraken", symbol.upper(), f"v{n}"), price=price))
+    for _ in range(40):  # resent with another price: the earliest (partition, offset) must win
+        first = rng.choice(messages[:150])
+        assert first.trade is not None and first.value is not None
+        value = first.value.replace(b'"price": ', b'"price": 7').replace(b'"pad": "', b'"pad": "q')
+        messages.append(Message(value, rng.randrange(2), trade=first.trade, price=float(json.loads(value)["price"])))
+    for n in range(50):  # a valid trade with fields spoiled, dropped or added (validity not predicted)
+        fields = json.loads(trade_json(f"adv{n}", 10.0, 1.0, T0))
+        for name in rng.sample(sorted(fields), rng.randint(1, 3)):
+            roll = rng.random()
+            if name == "trade_id":  # spoiled or still unique: two adversarial trades must not share a key
+                fields[name] = rng.choice([None, "", " ", f"adv{n}\u200b", f"\ud800{n}", f"ADV{n}" * 500])
+            elif roll < 0.2:
+                del fields[name]
+            else:
+                fields[name] = rng.choice(NASTY_TEXT) if roll < 0.6 else rng.choice(
+                    [None, True, 0, -1, 1e308, 2**64, [], {}, [1, "x"], {"a": None}, 1.5, "", "x" * 3000])
+        text = json.dumps(fields, ensure_ascii=rng.random() < 0.5)
+        messages.append(Message(text.encode("utf-8", "surrogatepass"), rng.randrange(2)))
+    for n in range(60):  # random bytes, cut trade JSON, flipped bytes (mostly invalid UTF-8)
+        base = bytearray(trade_json(f"rnd{n}", 10.0, 1.0, T0).encode())
+        if n % 3 == 0:
+            value = rng.randbytes(rng.randint(0, 200))
+        elif n % 3 == 1:
+            value = bytes(base[: rng.randrange(len(base))])
+        else:
+            for _ in range(rng.randint(1, 3)):
+                base[rng.randrange(len(base))] = rng.randrange(256)
+            value = bytes(base)
+        messages.append(Message(value, rng.randrange(2), key=rng.choice([None, rng.randbytes(4)]),
+                                headers=[("h", rng.randbytes(3)), ("", b"")]))
+    messages += crafted_messages()
+    for m in messages:  # whatever else it is, a value that is not UTF-8 must be quarantined as such
+        if m.value is not None and not _utf8(m.value):
+            m.reason = "invalid_utf8"
+    rng.shuffle(messages)
+    return messages
+
+
+def produce(bootstrap: str, topic: str, messages: list[Message]) -> None:
+    """Each message to its partition, in order; sets its offset (per-partition order is kept: idempotence)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                         "message.max.bytes": 1_100_000})
+    next_offset = [0, 0]
+    for m in messages:
+        producer.produce(topic, value=m.value, key=m.key, partition=m.partition, headers=m.headers)
+        m.offset, next_offset[m.partition] = next_offset[m.partition], next_offset[m.partition] + 1
+    assert producer.flush(60) == 0
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+
+
+@pytest.mark.slow
+def test_random_bytes_through_bronze_and_silver_reconcile(spark, settings: Settings, kafka: LocalKafka) -> None:
+    from lakehouse_utils.bronze import start_bronze
+    from lakehouse_utils.silver import start_silver
+
+    messages = mix(random.Random(20261126))
+    ensure_topic(kafka.bootstrap, settings.topic, partitions=2)
+    produce(kafka.bootstrap, settings.topic, messages)
+    counts = Counter(m.partition for m in messages)
+    assert end_offsets(kafka.bootstrap, settings.topic) == {0: counts[0], 1: counts[1]}
+    for start in (start_bronze, start_silver):  # each layer until drained
+        query = start(spark, settings, trigger="available-now")
+        assert query.awaitTermination(300) and query.exception() is None
+    at = {(m.partition, m.offset): m for m in messages}
+
+    # Bronze: every message once, offsets contiguous per partition, the value as sent
+    bronze = rows(settings.bronze)
+    assert len(bronze) == len(messages)
+    for p in (0, 1):
+        assert sorted(r["offset"] for r in bronze if r["partition"] == p) == list(range(counts[p]))
+    for r in bronze:  # (invalid UTF-8 comes out with U+FFFD in place: a Parquet string must be UTF-8)
+        sent = at[(r["partition"], r["offset"])].value
+        assert r["value_raw"] == (None if sent is None else sent.decode("utf-8", "replace"))
+
+    # Silver: one row per key, each a Bronze row; the earliest (partition, offset) of a key wins
+    silver, quarantine = rows(settings.silver), rows(settings.quarantine)
+    keys = [(r["exchange"], r["symbol"], r["trade_id"]) for r in silver]
+    assert len(keys) == len(set(keys))
+    by_key = {k: (r["partition"], r["offset"]) for k, r in zip(keys, silver, strict=True)}
+    built_valid: dict[tuple[str, str, str], list[Message]] = {}
+    for m in messages:
+        if m.trade is not None:
+            built_valid.setdefault(m.trade, []).append(m)
+    for key, copies in built_valid.items():
+        winner = min(copies, key=lambda m: (m.partition, m.offset))
+        assert by_key[key] == (winner.partition, winner.offset), key
+        assert next(r for r in silver if r["trade_id"] == key[2])["price"] == winner.price
+    for r in silver:  # whatever got in is a sound trade
+        assert 0 < r["price"] <= MAX_PRICE and math.isfinite(r["price"]) and 0 < r["qty"] and math.isfinite(r["qty"])
+        assert r["side"] in SIDES and re.fullmatch(SYMBOL_RE, r["symbol"], re.ASCII) and r["event_time"] is not None
+
+    # quarantine: every other row but the duplicates, once, with a reason; the crafted ones with theirs
+    in_silver = set(by_key.values())
+    quarantined = {(r["partition"], r["offset"]): r["reason"] for r in quarantine}
+    assert len(quarantined) == len(quarantine) and not in_silver & set(quarantined)
+    assert all(reason and reason.strip() for reason in quarantined.values())
+    duplicates = {(m.partition, m.offset) for copies in built_valid.values() for m in copies} - in_silver
+    assert set(at) - in_silver - set(quarantined) == duplicates  # nothing silently dropped
+    assert len(silver) + len(duplicates) + len(quarantine) == len(messages)
+    assert len(duplicates) == sum(len(c) - 1 for c in built_valid.values()) > 0
+    crafted = {(m.partition, m.offset): m.reason for m in messages if m.reason is not None}
+    wrong = {pos: (quarantined.get(pos), want) for pos, want in crafted.items()
+             if not (quarantined.get(pos) or "").startswith(want)}
+    assert not wrong
+    print(f"\n{len(messages)} messages: {len(silver)} in Silver, {len(duplicates)} duplicates, "
+          f"{len(quarantine)} quarantined: {Counter(r.split(':')[0] for r in quarantined.values())}")
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
