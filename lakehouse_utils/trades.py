@@ -228,6 +228,11 @@ def _trade_id(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str) or value == "" or \
             (isinstance(value, int) and abs(value) >= _BIG_ID):
         raise TradeError(f"bad_type:trade_id {shown(value)}")
+    if isinstance(value, str) and not value.isascii():
+        try:  # a lone surrogate ("\ud800" in the JSON) is no text: Silver's reader turns each into "?"
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TradeError(f"bad_text:trade_id {shown(value)}") from None
     return str(value)
 
 
@@ -291,7 +296,7 @@ def parse_kraken_v2_trade(item: dict[str, Any], *, exchange: str = "kraken", ing
         _SYMBOLS[raw_symbol] = symbol
     trade_id = item["trade_id"]
     trade_id = str(trade_id) if type(trade_id) is int and -_BIG_ID < trade_id < _BIG_ID else \
-        trade_id if type(trade_id) is str and trade_id else _trade_id(trade_id)
+        trade_id if type(trade_id) is str and trade_id and trade_id.isascii() else _trade_id(trade_id)
     qty = item["qty"]
     if not (type(qty) is float and 0.0 < qty <= _FINITE_MAX):
         qty = _number(item, "qty")
