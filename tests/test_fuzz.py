@@ -1,6 +1,11 @@
-"""Hostile input, property-based (issue 10, "Trust"): random and adversarial items and frames into the Kraken
-v2 parser and normalizer. Nothing raises but the documented rejection (``TradeError`` for an item, a
-``Rejected`` for a frame), every item ends as exactly one valid Trade or one reason, and parsing stays fast.
+"""Hostile input, property-based (issue 10, "Trust").
+
+1. Random and adversarial items and frames into the Kraken v2 parser and the adapter's frame handler (pure
+   Python, hypothesis): nothing raises but the documented rejection (``TradeError`` for an item, a ``Rejected``
+   for a frame), every item ends as exactly one valid Trade or one reason, and parsing stays fast.
+2. Fuzzed frames over a real socket through ProducerThread into the real broker: every reject in the DLQ.
+3. Random bytes straight to the trades topic, through Bronze and Silver (slow): nothing dropped, every row in
+   Silver, a duplicate, or the quarantine with a reason; the counts reconcile.
 """
 
 from __future__ import annotations
