@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
@@ -40,15 +40,24 @@ BRONZE_SCHEMA = T.StructType([
 ])
 
 
+def _text(data: Column) -> Column:
+    """Kafka bytes as a string; invalid UTF-8 sequences become U+FFFD (Silver quarantines those rows).
+
+    A Delta (Parquet) string must be UTF-8: raw random bytes, cast as they were, made the table unreadable to
+    Arrow readers (deltalake, pandas) while Spark wrote and read it without a complaint.
+    """
+    return F.make_valid_utf8(data.cast("string"))
+
+
 def to_bronze(kafka_df: DataFrame) -> DataFrame:
     """Kafka source rows -> Bronze rows (``value_raw``, key, topic, partition, offset, ts_kafka, headers)."""
     headers = F.transform(
         F.coalesce(F.col("headers"), F.array()),
-        lambda h: F.struct(h["key"].alias("key"), h["value"].cast("string").alias("value")),
+        lambda h: F.struct(h["key"].alias("key"), _text(h["value"]).alias("value")),
     )
     return kafka_df.select(
-        F.col("value").cast("string").alias("value_raw"),
-        F.col("key").cast("string").alias("key"),
+        _text(F.col("value")).alias("value_raw"),
+        _text(F.col("key")).alias("key"),
         "topic",
         "partition",
         "offset",

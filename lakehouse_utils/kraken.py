@@ -34,6 +34,7 @@ from lakehouse_utils.trades import (
     TradeError,
     normalize_symbol,
     parse_kraken_v2_trade,
+    shown,
     source_stats,
 )
 
@@ -148,7 +149,15 @@ def read_recording(path: str | Path) -> Iterator[dict[str, Any]]:
 
 def _clip(value: Any, limit: int = 40) -> str:
     """A value for a reason string, cut to ``limit`` characters."""
-    return str(value)[:limit]
+    return shown(value, limit, str)
+
+
+def _dumps(value: Any, fallback: str) -> str:
+    """``json.dumps(value)``; ``fallback`` for a value nested so deep that only its parse fit the stack."""
+    try:
+        return json.dumps(value)
+    except RecursionError:
+        return fallback
 
 
 class KrakenV2Source:
@@ -299,11 +308,16 @@ class KrakenV2Source:
     def _handle_payload(self, payload: bytes | str) -> list[Trade | Rejected]:
         received = datetime.now(UTC)
         self.stats["frames"] += 1
-        data = payload.encode("utf-8") if isinstance(payload, str) else payload
-        text = data.decode("utf-8", errors="replace")
+        data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+        try:
+            text, reason = data.decode("utf-8"), None
+        except UnicodeDecodeError:  # RFC 6455 wants UTF-8 text, which the connection does not check (speed)
+            text, reason = data.decode("utf-8", errors="replace"), "invalid_utf8"
         if len(data) > self.max_frame_bytes:
+            reason = f"frame_too_large {len(data)} bytes"
+        if reason is not None:
             self._write_record(text, None)
-            return [self._reject(f"frame_too_large {len(data)} bytes", text, received)]
+            return [self._reject(reason, text, received)]
         try:
             frame = _loads(text)
         except (ValueError, RecursionError) as exc:
@@ -355,16 +369,17 @@ class KrakenV2Source:
             try:
                 trade = parse_kraken_v2_trade(item, exchange=EXCHANGE, ingest_time=at)
             except TradeError as exc:
-                out.append(self._reject(exc.reason, json.dumps(item), at))
+                out.append(self._reject(exc.reason, _dumps(item, text), at))
                 continue
             self._track_id(trade, snapshot=snapshot)
             out.append(trade)
         return out
 
     def _track_id(self, trade: Trade, *, snapshot: bool) -> None:
-        if not trade.trade_id.isdigit():
+        text = trade.trade_id  # ASCII digits only: str.isdigit() is also true of "²", which int() refuses
+        if len(text) > 40 or not (text.isascii() and text.isdigit()):
             return
-        tid = int(trade.trade_id)
+        tid = int(text)
         highest = self._highest_id.get(trade.symbol)
         if highest is not None and tid <= highest:
             if snapshot:
@@ -380,5 +395,9 @@ class KrakenV2Source:
             entry["raw"] = text
         else:
             entry["frame"] = frame
-        self._recorder.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        try:
+            line = json.dumps(entry, separators=(",", ":"))
+        except RecursionError:  # nested too deep to write back as JSON: keep the text
+            line = json.dumps({"recv_ms": entry["recv_ms"], "raw": text}, separators=(",", ":"))
+        self._recorder.write(line + "\n")
         self._recorder.flush()

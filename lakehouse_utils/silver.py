@@ -41,7 +41,9 @@ KEYS = ["exchange", "symbol", "trade_id"]
 COMPACT_EVERY = 20  # batches: one small file per batch, and the duplicate check opens the day's files
 MAX_PRICE = 1e12
 SIDES = ("buy", "sell")
-SYMBOL_RE = r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$"
+# Checked on the symbol as sent, ASCII only: upper() first let "ß/usd" in as "SS/USD". The end is "nothing after"
+# ((?![\s\S]), the same in Java and Python): Java's $ also matches before a final line break ("btc/usd\n").
+SYMBOL_RE = r"(?i)^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}(?![\s\S])"
 
 # Every field read as text first: a wrong JSON type becomes a clear reason instead of a silent NULL.
 _RAW_FIELDS = ["exchange", "symbol", "trade_id", "price", "qty", "side", "ord_type", "event_time", "ingest_time"]
@@ -97,21 +99,26 @@ def parse_bronze(bronze: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
     event_time = j["event_time"].try_cast("timestamp")
     side = F.lower(j["side"])
     checks: list[tuple[Column, str | Column]] = [
-        (F.col("value_raw").isNull(), "empty_value"),
+        (F.col("value_raw").isNull() | (F.trim("value_raw") == ""), "empty_value"),
+        # Bronze's mark of bytes that were not UTF-8 (a JSON writer escapes a real U+FFFD: ours are ASCII)
+        (F.col("value_raw").contains("\ufffd"), "invalid_utf8"),
         (invalid_json, "invalid_json"),
         (~F.trim("value_raw").startswith("{"), "not_a_json_object"),
     ]
     checks += [(j[f].isNull() | (F.trim(j[f]) == ""), f"missing_field:{f}") for f in _REQUIRED]
+    # a number past the double range (1e400) reaches from_json's text as the quoted '"Infinity"'
+    overflow = ('"Infinity"', '"-Infinity"')
+    price_over, qty_over = j["price"].isin(*overflow), j["qty"].isin(*overflow)
     checks += [
-        (price.isNull(), F.concat(F.lit("bad_type:price: "), F.substring(j["price"], 1, 40))),
-        (qty.isNull(), F.concat(F.lit("bad_type:qty: "), F.substring(j["qty"], 1, 40))),
-        (F.isnan(price) | price.isin(float("inf"), float("-inf")), "non_finite:price"),
-        (F.isnan(qty) | qty.isin(float("inf"), float("-inf")), "non_finite:qty"),
+        (price.isNull() & ~price_over, F.concat(F.lit("bad_type:price: "), F.substring(j["price"], 1, 40))),
+        (qty.isNull() & ~qty_over, F.concat(F.lit("bad_type:qty: "), F.substring(j["qty"], 1, 40))),
+        (F.isnan(price) | price.isin(float("inf"), float("-inf")) | price_over, "non_finite:price"),
+        (F.isnan(qty) | qty.isin(float("inf"), float("-inf")) | qty_over, "non_finite:qty"),
         (price <= 0, F.concat(F.lit("non_positive:price: "), j["price"])),
         (qty <= 0, F.concat(F.lit("non_positive:qty: "), j["qty"])),
         (price > MAX_PRICE, "price_too_large"),
         (~side.isin(*SIDES), F.concat(F.lit("unknown_side:"), F.substring(j["side"], 1, 40))),
-        (~F.upper(j["symbol"]).rlike(SYMBOL_RE), F.concat(F.lit("bad_symbol:"), F.substring(j["symbol"], 1, 40))),
+        (~j["symbol"].rlike(SYMBOL_RE), F.concat(F.lit("bad_symbol:"), F.substring(j["symbol"], 1, 40))),
         (event_time.isNull(), F.concat(F.lit("bad_timestamp:"), F.substring(j["event_time"], 1, 40))),
     ]
     return df.select(

@@ -345,15 +345,17 @@ class TradeProducer:
         return args
 
     def _send_dlq(self, rejected: Rejected, stop: threading.Event | None, deadline: float | None = None) -> bool:
+        # a reason quotes the input (e.g. "unknown_side:<side>"), which may hold a lone surrogate
+        code = rejected.code.encode("utf-8", "backslashreplace")
         headers = [
-            ("source", rejected.source.encode("utf-8")),
+            ("source", rejected.source.encode("utf-8", "backslashreplace")),
             ("schema_version", str(SCHEMA_VERSION).encode()),
-            ("reason", rejected.code.encode("utf-8")),
+            ("reason", code),
         ]
         if self._dlq_producer is None:
             self._dlq_producer = Producer(self.config)
         outcome = self._produce(
-            self._dlq_producer, self.dlq_topic, rejected.code.encode("utf-8"), rejected.to_json(), headers,
+            self._dlq_producer, self.dlq_topic, code, rejected.to_json(), headers,
             self._on_dlq_delivery, stop, deadline=deadline, dlq=True,
         )
         if outcome == _QUEUED:

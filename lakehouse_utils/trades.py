@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
@@ -29,6 +29,8 @@ MAX_RAW_CHARS = 8192
 TRUNCATION_MARKER = "...[truncated]"
 MAX_PRICE = 1e12
 SIDES = frozenset({"buy", "sell"})
+MAX_ASSET_CHARS = 16  # per side of BASE/QUOTE (Silver's symbol rule)
+_BIG_ID = 10**40  # an int trade_id this long is no exchange's (and str() raises past 4300 digits)
 REQUIRED_FIELDS = ("symbol", "side", "price", "qty", "trade_id", "timestamp")
 
 # A JSON string literal exactly as json.dumps writes it (ensure_ascii); raises TypeError for a non-str.
@@ -51,12 +53,14 @@ class TradeError(ValueError):
 def normalize_symbol(symbol: str) -> str:
     """Return the canonical ``BASE/QUOTE`` spelling ("xbt/usdt" -> "BTC/USDT").
 
-    A slash is required; anything else raises ValueError.
+    A slash is required, and 1-16 ASCII letters or digits on each side; anything else raises ValueError.
     """
     if not isinstance(symbol, str):
         raise ValueError(f"symbol must be a string, got {type(symbol).__name__}")
     parts = symbol.strip().upper().split("/")
-    if len(parts) != 2 or not all(p.isalnum() for p in parts):
+    # ASCII letters and digits only, up to 16 a side: what Silver accepts (str.isalnum alone lets "²" or
+    # "ＢＴＣ" through, and upper() folds "ß" into "SS")
+    if len(parts) != 2 or not symbol.isascii() or not all(p.isalnum() and len(p) <= MAX_ASSET_CHARS for p in parts):
         raise ValueError(f"symbol must look like BASE/QUOTE, got {symbol!r}")
     base, quote = (_ASSET_ALIASES.get(p, p) for p in parts)
     return f"{base}/{quote}"
@@ -196,45 +200,58 @@ def source_stats(**extra: Any) -> dict[str, Any]:
             "last_trade": None, "connected": False, **extra}
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
+def shown(value: Any, limit: int = 40, show: Callable[[Any], str] = repr) -> str:
+    """``show(value)`` cut to ``limit`` characters, for a reason; never raises for a parsed JSON value."""
+    try:
+        text = show(value)
+    except (ValueError, RecursionError):  # an int past sys.get_int_max_str_digits(), or nesting near the limit
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _number(item: dict[str, Any], name: str) -> float:
     value = item[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TradeError(f"bad_type:{name} {_short(value)}")
-    number = float(value)
+        raise TradeError(f"bad_type:{name} {shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range (e.g. 10**400): as 1e400 parses, infinite
+        number = math.inf
     if not math.isfinite(number):
-        raise TradeError(f"non_finite:{name} {_short(value)}")
+        raise TradeError(f"non_finite:{name} {shown(value)}")
     if number <= 0:
-        raise TradeError(f"non_positive:{name} {_short(value)}")
+        raise TradeError(f"non_positive:{name} {shown(value)}")
     return number
 
 
 def _trade_id(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-        raise TradeError(f"bad_type:trade_id {_short(value)}")
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "" or \
+            (isinstance(value, int) and abs(value) >= _BIG_ID):
+        raise TradeError(f"bad_type:trade_id {shown(value)}")
+    if isinstance(value, str) and not value.isascii():
+        try:  # a lone surrogate ("\ud800" in the JSON) is no text: Silver's reader turns each into "?"
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TradeError(f"bad_text:trade_id {shown(value)}") from None
     return str(value)
 
 
 def _timestamp(value: Any) -> datetime:
     if not isinstance(value, str):
-        raise TradeError(f"bad_type:timestamp {_short(value)}")
+        raise TradeError(f"bad_type:timestamp {shown(value)}")
     try:
         ts = datetime.fromisoformat(value)
         utc = ts.astimezone(UTC) if ts.tzinfo is not None else None  # naive times are ambiguous
     except (ValueError, OverflowError):
         utc = None
     if utc is None:
-        raise TradeError(f"bad_timestamp {_short(value)}")
+        raise TradeError(f"bad_timestamp {shown(value)}")
     return utc
 
 
 def _side(value: Any) -> str:
     if not isinstance(value, str):
-        raise TradeError(f"bad_type:side {_short(value)}")
+        raise TradeError(f"bad_type:side {shown(value)}")
     if value not in SIDES:
         raise TradeError(f"unknown_side:{value[:20]}")
     return value
@@ -244,12 +261,12 @@ def _symbol(value: Any) -> str:
     try:
         return normalize_symbol(value)
     except ValueError:
-        raise TradeError(f"bad_symbol {_short(value)}") from None
+        raise TradeError(f"bad_symbol {shown(value)}") from None
 
 
 def _ord_type(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise TradeError(f"bad_type:ord_type {_short(value)}")
+        raise TradeError(f"bad_type:ord_type {shown(value)}")
     return value
 
 
@@ -269,7 +286,7 @@ def parse_kraken_v2_trade(item: dict[str, Any], *, exchange: str = "kraken", ing
     if not (type(price) is float and 0.0 < price <= MAX_PRICE):
         price = _number(item, "price")
         if price > MAX_PRICE:
-            raise TradeError(f"price_too_large {_short(item['price'])}")
+            raise TradeError(f"price_too_large {shown(item['price'])}")
     raw_symbol = item["symbol"]
     symbol = _SYMBOLS.get(raw_symbol) if type(raw_symbol) is str else None
     if symbol is None:
@@ -278,8 +295,8 @@ def parse_kraken_v2_trade(item: dict[str, Any], *, exchange: str = "kraken", ing
             _SYMBOLS.clear()
         _SYMBOLS[raw_symbol] = symbol
     trade_id = item["trade_id"]
-    trade_id = str(trade_id) if type(trade_id) is int else trade_id if type(trade_id) is str and trade_id else \
-        _trade_id(trade_id)
+    trade_id = str(trade_id) if type(trade_id) is int and -_BIG_ID < trade_id < _BIG_ID else \
+        trade_id if type(trade_id) is str and trade_id and trade_id.isascii() else _trade_id(trade_id)
     qty = item["qty"]
     if not (type(qty) is float and 0.0 < qty <= _FINITE_MAX):
         qty = _number(item, "qty")
