@@ -8,7 +8,8 @@ prints one JSON line.  The trades (3 symbols) are produced first; then, with ``a
 - ``layers`` (as notebooks 02-04 or ``lakehouse bronze|silver|gold`` catch up): Bronze, Silver and Gold one
   after another in one Spark session, each reading what the previous one wrote.
 
-The wall time of the whole catch-up is the figure.  Gold's 1-minute bars must then hold every trade once.
+The wall time of the whole catch-up is the figure.  Gold's 1-minute bars must then hold every trade once, and
+``lakehouse check`` must pass on the tables (``check_s``: how long it took).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     from deltalake import DeltaTable
 
     from ..bronze import start_bronze
+    from ..check import check
     from ..config import Settings
     from ..gold import start_gold
     from ..pipeline import start_pipeline
@@ -64,8 +66,11 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     spark.stop()
     if in_gold != produced:
         raise AssertionError(f"Gold holds {in_gold} trades, {produced} were produced")
+    report = check(settings)  # what `lakehouse check` says of the caught-up tables, and how long it takes
+    if not report.ok:
+        raise AssertionError(report.summary())
     return {"catchup_trades_per_s": produced / wall, "trades": produced, "wall_s": wall, "flow": flow,
-            **{f"{k}_s": v for k, v in layers.items()}, "last_batch_ms": last_batch_ms}
+            **{f"{k}_s": v for k, v in layers.items()}, "last_batch_ms": last_batch_ms, "check_s": report.seconds}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ TARGETS: dict[str, tuple[float | None, bool, str]] = {
     "first_bar_s": (20.0, False, "s"),
     "catchup_trades_per_s": (50_000.0, True, "trades/s"),
     "catchup_layers_trades_per_s": (None, True, "trades/s"),
+    "check_catchup_s": (60.0, False, "s"),  # lakehouse check on the (layer by layer) caught-up tables
     "producer_trades_per_s": (20_000.0, True, "trades/s"),
     "producer_synthetic_trades_per_s": (100_000.0, True, "trades/s"),
     "peak_rss_mb": (3000.0, False, "MB"),
@@ -114,7 +115,7 @@ def m_catchup(ctx: Context) -> dict[str, Any]:
     ctx.details["catchup"] = {"pipeline": together | {"order": "together, one query (available-now)"},
                               "layers": layers | {"order": "one after another (available-now each)"}}
     return {"catchup_trades_per_s": together["catchup_trades_per_s"],
-            "catchup_layers_trades_per_s": layers["catchup_trades_per_s"]}
+            "catchup_layers_trades_per_s": layers["catchup_trades_per_s"], "check_catchup_s": layers["check_s"]}
 
 
 def m_producer(ctx: Context) -> dict[str, Any]:
