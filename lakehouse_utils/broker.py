@@ -270,10 +270,16 @@ def ensure_broker(settings: Settings, bootstrap: str | None = None,
     embedded broker under ``settings.data_dir`` (started, or reused if it runs), which is returned. A bootstrap
     given either way is someone else's broker: nothing is started (``None``).
     """
-    env = os.environ if env is None else env
-    if bootstrap is not None or ENV_PREFIX + "BOOTSTRAP" in env:
+    if names_a_broker(bootstrap, env):
         return None
     return LocalKafka.for_settings(settings).start()
+
+
+def names_a_broker(bootstrap: str | None, env: dict[str, str] | None = None) -> bool:
+    """Was a broker named (a ``--bootstrap`` flag or parameter, or ``LAKEHOUSE_BOOTSTRAP``)?  Then the
+    embedded one is not started: the named broker is someone else's (remote, secured, or the tests')."""
+    env = os.environ if env is None else env
+    return bootstrap is not None or ENV_PREFIX + "BOOTSTRAP" in env
 
 
 def reachable(bootstrap: str, timeout: float = 0.5) -> bool:

@@ -185,10 +185,11 @@ def _pipeline(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("demo")
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .broker import names_a_broker
     from .demo import run_demo
 
     result = run_demo(settings, source=args.source, file=args.file, pairs=args.pairs, speed=args.speed,
-                      start_broker=args.bootstrap is None, broker_port=args.broker_port,
+                      start_broker=not names_a_broker(args.bootstrap), broker_port=args.broker_port,
                       until_drained=args.until_drained, duration=args.duration, trigger=args.trigger)
     if result.report:
         print(f"report: {result.report}")

@@ -127,6 +127,9 @@ def test_notebooks_start_no_broker_when_a_bootstrap_is_given(tmp_path: Path, kaf
     assert brokers.ensure_broker(settings, None, env) is None
     assert brokers.ensure_broker(settings, kafka.bootstrap, {}) is None
     assert not (tmp_path / "kafka").exists()
+    # the same rule for `lakehouse demo` (its --bootstrap flag, or LAKEHOUSE_BOOTSTRAP)
+    assert brokers.names_a_broker(None, env) and brokers.names_a_broker(kafka.bootstrap, {})
+    assert not brokers.names_a_broker(None, {})
     # neither: the embedded broker under data_dir on the configured port (here taken, so it says so)
     with pytest.raises(RuntimeError, match="taken by another process"):
         brokers.ensure_broker(settings, None, {})
