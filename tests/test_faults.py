@@ -329,3 +329,52 @@ def test_silver_stopped_and_started_from_its_panel_mid_run_loses_and_doubles_not
     counts = table_counts(spark, fsettings)
     assert (counts.bronze, counts.silver, counts.quarantine, counts.late) == (n, n, 0, 0)
     assert_gold_is_bars_of(fsettings, made_trades(n))
+
+
+def test_the_supervisor_restarts_a_query_failed_on_a_kafka_error_and_raises_on_others(spark,
+                                                                                      tmp_path: Path) -> None:
+    """The job's restart policy on real queries whose batch fails (the error text is what Spark's Kafka
+    source gives when the broker stays away longer than its timeouts, which would take minutes here)."""
+    from lakehouse_utils.jobs import Supervisor
+
+    started: list[str] = []
+
+    def starter(name: str, error: Exception):
+        def start():
+            first = name not in started
+            started.append(name)
+
+            def run(batch, batch_id: int) -> None:
+                if first:
+                    raise error
+
+            return (spark.readStream.format("rate").option("rowsPerSecond", 5).load()
+                    .writeStream.queryName(name).foreachBatch(run).trigger(processingTime="200 milliseconds")
+                    .option("checkpointLocation", str(tmp_path / name)).start())
+        return start
+
+    said: list[str] = []
+    kafka = starter("kafka_error", RuntimeError("org.apache.kafka.common.errors.TimeoutException: Timed out "
+                                                "waiting for a node assignment. Call: describeTopics"))
+    other = starter("bug", ValueError("a bug, not Kafka"))
+    supervisor = Supervisor({"kafka_error": kafka}, said.append)
+    queries = supervisor.start()
+    other_supervisor = Supervisor({"bug": other}, said.append)
+    other_supervisor.start()
+    try:
+        first = queries["kafka_error"]
+
+        def restarted() -> bool:
+            supervisor.check()
+            q = queries["kafka_error"]
+            return q is not first and q.lastProgress is not None and q.lastProgress["batchId"] >= 1
+
+        wait_until(restarted, 90, 0.2, "the query restarted and past its failed batch")
+        assert said == ["kafka_error: query failed on a Kafka error (org.apache.kafka.common.errors.TimeoutException);"
+                        " restarting it from its checkpoint (1 of at most 3)"]
+        assert started.count("kafka_error") == 2 and queries["kafka_error"].exception() is None
+        with pytest.raises(RuntimeError, match=r"(?s)^bug query failed: .*ValueError: a bug, not Kafka"):
+            wait_until(lambda: other_supervisor.check() or False, 60, 0.2, "the bug to surface")
+        assert started.count("bug") == 1  # not restarted
+    finally:
+        stop_all({**queries, **other_supervisor.queries})
