@@ -65,11 +65,13 @@ class LocalKafka:
     """A single-node KRaft broker+controller on 127.0.0.1:``port`` (controller on ``port + 1``)."""
 
     def __init__(self, data_dir: str | Path = "data/kafka", port: int = DEFAULT_PORT,
-                 heap: str = "768m", security: BrokerSecurity | None = None) -> None:
+                 heap: str = "768m", security: BrokerSecurity | None = None,
+                 config: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.heap = heap
         self.security = security
+        self.config = dict(config or {})  # extra server.properties, e.g. a short log.retention.check.interval.ms
 
     @classmethod
     def for_settings(cls, settings: Settings) -> LocalKafka:
@@ -258,6 +260,7 @@ class LocalKafka:
         }
         if self.security is not None:
             props.update(self.security.server_properties(self.port))
+        props.update(self.config)
         self.properties.touch(mode=0o600)  # it may hold the users' passwords
         self.properties.chmod(0o600)
         self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +19,7 @@ from .kafka_conf import spark_options
 from .streaming import (
     LAYER_CHECKPOINTS,
     PIPELINE_CHECKPOINT,
+    LayerStats,
     app_id_for,
     check_flow,
     ensure_table,
@@ -24,7 +28,10 @@ from .streaming import (
     trigger_kwargs,
 )
 
+log = logging.getLogger(__name__)
+
 QUERY_NAME = "bronze"
+SKIPPED = "skipped_offsets"  # LayerStats key: offsets lost to retention, skipped with failOnDataLoss=false
 CHECKPOINT = LAYER_CHECKPOINTS[0]
 COMPACT_EVERY = 50  # batches: Bronze is read as a stream (new files only), compaction is for batch readers
 BRONZE_SCHEMA = T.StructType([
@@ -97,14 +104,17 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     repair_checkpoint(checkpoint)
     app_id: list[str] = []
+    stats = LayerStats()
 
     def write(batch: DataFrame, batch_id: int) -> None:
         if not app_id:
             app_id.append(app_id_for(QUERY_NAME, checkpoint))
-        write_batch(settings, batch.toArrow(), app_id[0], batch_id)
+        rows = batch.toArrow()
+        count_skipped(checkpoint, batch_id, rows, stats)
+        write_batch(settings, rows, app_id[0], batch_id)
 
     with scheduler_pool(spark, QUERY_NAME):
-        return (
+        query = (
             to_bronze(read_kafka(spark, settings, fail_on_data_loss))
             .writeStream.queryName(QUERY_NAME)
             .foreachBatch(write)
@@ -112,6 +122,69 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
             .trigger(**trigger_kwargs(trigger or settings.trigger))
             .start()
         )
+    query.layer_stats = stats
+    return query
+
+
+def _source_offsets(path: Path) -> dict[tuple[str, int], int] | None:
+    """``{(topic, partition): offset}`` of the Kafka source in a checkpoint file (offsets log or initial offsets)."""
+    try:
+        text = path.read_text().replace("\x00", "")  # the initial offsets file starts with a zero byte
+    except OSError:
+        return None
+    for line in reversed(text.strip().splitlines()):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc and all(isinstance(v, dict) for v in doc.values()):
+            try:
+                return {(t, int(p)): int(o) for t, parts in doc.items() for p, o in parts.items()}
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def skipped_offsets(checkpoint: Path, batch_id: int, rows: pa.Table) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """Offsets a Kafka micro-batch should hold but does not: ``{(topic, partition): (skipped, first, last)}``.
+
+    A batch covers, per partition, the offsets from the end offsets of the batch before (batch 0: the source's
+    initial offsets) up to its own end offsets, all in the checkpoint.  Every offset of this project's topics is a
+    message (the producer is idempotent, not transactional, and the topics are not compacted), so an offset of
+    that range with no row was no longer in Kafka when the batch read it: deleted by retention, and skipped
+    because the query runs with ``failOnDataLoss=false`` (``--allow-data-loss``); with the default the query
+    stops instead.  ``first``..``last`` is the range expected.
+    """
+    end = _source_offsets(checkpoint / "offsets" / str(batch_id))
+    start = (_source_offsets(checkpoint / "offsets" / str(batch_id - 1)) if batch_id > 0
+             else _source_offsets(checkpoint / "sources" / "0" / "0"))
+    if not end or start is None:
+        return {}
+    held: dict[tuple[str, int], int] = {}
+    if rows.num_rows:
+        counts = rows.group_by(["topic", "partition"]).aggregate([("offset", "count")]).to_pylist()
+        held = {(r["topic"], int(r["partition"])): int(r["offset_count"]) for r in counts}
+    out = {}
+    for key, stop in end.items():
+        first = start.get(key, 0)
+        missing = stop - first - held.get(key, 0)
+        if missing > 0:
+            out[key] = (missing, first, stop - 1)
+    return out
+
+
+def count_skipped(checkpoint: Path, batch_id: int, rows: pa.Table, stats: LayerStats) -> int:
+    """Count the offsets of a batch lost to retention (:func:`skipped_offsets`) in ``stats`` and say so."""
+    skipped = skipped_offsets(checkpoint, batch_id, rows)
+    total = sum(n for n, _, _ in skipped.values())
+    if total:
+        stats.add(batch_id, SKIPPED, total)
+        for (topic, part), (n, first, last) in sorted(skipped.items()):
+            message = (f"[bronze] batch {batch_id}: {n:,} of the offsets {first}..{last} of {topic}[{part}] were no "
+                       f"longer in Kafka (deleted by retention) and were skipped (--allow-data-loss)")
+            log.warning(message)
+            print(message, file=sys.stderr)
+    return total
 
 
 def write_batch(settings: Settings, rows: pa.Table, app_id: str, batch_id: int) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from .broker import LocalKafka, end_offsets
 from .config import TIMEFRAMES, Settings, table_exists
+from .jobs import Supervisor
 from .progress import ProgressLine
 from .streaming import flow_of, join_helpers, parse_delay, progress_of
 
@@ -104,28 +105,30 @@ def run_demo(
     ensure_topics(settings)  # the pipeline's Kafka source needs the topic before the first trade
     progress.update(f"broker ready at {settings.bootstrap} ({time.monotonic() - t0:.1f}s); starting Spark ...")
     spark = booting.result()
-    queries = {}
+    starts: dict[str, Callable[[], Any]] = {}
+    if flow_of(settings) == "layers":  # built by notebooks 02-04 or the layer jobs: keep to their checkpoints
+        progress.done(f"{settings.data_dir} is run layer by layer (its checkpoints say so): the demo starts "
+                      "the Bronze, Silver and Gold queries (the one-query pipeline is faster on a new data dir)")
+        starts = {"bronze": lambda: bronze.start_bronze(spark, settings, trigger=trigger),
+                  "silver": lambda: silver.start_silver(spark, settings, trigger=trigger),
+                  "gold": lambda: gold.start_gold(spark, settings, trigger=trigger)}
+    else:  # Kafka -> Bronze, Silver, Gold
+        starts = {"pipeline": lambda: start_pipeline(spark, settings, trigger=trigger)}
+    for name, start in (extra_queries or {}).items():  # e.g. the bench's seed-style Gold beside ours
+        starts[name] = (lambda start=start: start(spark, settings))
+    # a query failing on a Kafka error (the broker was killed) is restarted from its checkpoint, with a line
+    supervisor = Supervisor(starts, say=progress.done)
+    queries = supervisor.queries
     producer = None
     drained = False
     try:
-        if flow_of(settings) == "layers":  # built by notebooks 02-04 or the layer jobs: keep to their checkpoints
-            progress.done(f"{settings.data_dir} is run layer by layer (its checkpoints say so): the demo starts "
-                          "the Bronze, Silver and Gold queries (the one-query pipeline is faster on a new data dir)")
-            queries = {"bronze": bronze.start_bronze(spark, settings, trigger=trigger),
-                       "silver": silver.start_silver(spark, settings, trigger=trigger),
-                       "gold": gold.start_gold(spark, settings, trigger=trigger)}
-        else:
-            queries = {"pipeline": start_pipeline(spark, settings, trigger=trigger)}  # Kafka -> Bronze, Silver, Gold
-        for name, start in (extra_queries or {}).items():  # e.g. the bench's seed-style Gold beside ours
-            queries[name] = start(spark, settings)
+        supervisor.start()
         src, cleanup = make_source(source, pairs, file=file, speed=speed)  # a replay: every symbol recorded
         producer = ProducerThread(src, TradeProducer.from_settings(settings), name=source, cleanup=cleanup)
         producer.start()
         deadline = None if duration is None else t0 + duration
         while True:
-            for name, q in queries.items():
-                if q.exception() is not None:
-                    raise RuntimeError(f"{name} query failed: {q.exception()}")
+            supervisor.check()
             progress.update(_line(producer, queries))
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -134,7 +137,8 @@ def run_demo(
             time.sleep(0.5)
         producer.stop()
         if until_drained:
-            _wait_caught_up(spark, settings, queries, producer, progress, _interval_seconds(trigger))
+            _wait_caught_up(spark, settings, queries, producer, progress, _interval_seconds(trigger),
+                            check=supervisor.check)
             drained = True
     finally:
         if producer is not None and producer.running:
@@ -172,13 +176,19 @@ def _table_version(path: Path) -> int:
 
 
 def _wait_caught_up(spark, settings: Settings, queries: dict, producer, progress: ProgressLine,
-                    interval: float, timeout: float = 600.0) -> None:
-    """Block until every layer reflects everything the source produced (see the module doc)."""
+                    interval: float, timeout: float = 600.0, check: Callable[[], None] | None = None) -> None:
+    """Block until every layer reflects everything the source produced (see the module doc).
+
+    ``check``: called on every look (e.g. ``Supervisor.check``, which restarts a query failed on a Kafka error);
+    without it a failed query raises.
+    """
     tables = [settings.bronze, settings.silver, settings.quarantine, settings.bars_table("1m")]
     quiet_for = 2 * interval + 2.0
     deadline = time.monotonic() + timeout
     last_versions, quiet_since = None, time.monotonic()
     while time.monotonic() < deadline:
+        if check is not None:
+            check()
         for name, q in queries.items():
             if q.exception() is not None:
                 raise RuntimeError(f"{name} query failed: {q.exception()}")

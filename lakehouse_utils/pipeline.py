@@ -81,6 +81,7 @@ def start_pipeline(spark: SparkSession, settings: Settings, trigger: str | None 
         t0 = time.perf_counter()
         rows = batch.toArrow()
         stats["_spark_ms"] = round(1000 * (time.perf_counter() - t0))
+        bronze.count_skipped(checkpoint, batch_id, rows, stats)  # offsets lost to retention (--allow-data-loss)
         process_batch(rows, batch_id, settings, checkpoint, spark, stats)
 
     with scheduler_pool(spark, QUERY_NAME):

@@ -65,6 +65,19 @@ class ProducerStatus:
     end_reason: str | None  # source ended | duration | max_messages | stopped | error
     error: str | None
     last_delivery_error: str | None = None
+    backpressure_waits: int = 0  # times send() found librdkafka's queue full and waited (never dropped)
+    blocked_s: float = 0.0  # seconds spent waiting so, in all
+    blocked_for: float | None = None  # seconds the wait going on now has lasted (None: not blocked)
+    broker_problem: str | None = None  # the client's recent error, e.g. the broker is unreachable
+
+    def blocked_text(self) -> str:
+        """Why no trade moves while send() waits: "BLOCKED 12s: queue full (50 waiting); broker unreachable: ..."."""
+        if self.blocked_for is None:
+            return ""
+        why = (f"broker unreachable: {self.broker_problem}" if self.broker_problem
+               else "the broker does not acknowledge")
+        return (f"BLOCKED {self.blocked_for:.0f}s: queue full ({self.in_flight} waiting), not reading the source; "
+                f"{why}")
 
     @property
     def avg_per_s(self) -> float:
@@ -86,7 +99,11 @@ class ProducerStatus:
             extra += f" ERRORS={self.delivery_errors}"
         if self.in_flight:
             extra += f" in_flight={self.in_flight}"
+        if self.backpressure_waits:
+            extra += f" blocked={self.backpressure_waits}x/{self.blocked_s:.1f}s"
         error = f" | error: {self.error}" if self.error else ""
+        if self.blocked_for is not None:
+            error = f" | {self.blocked_text()}{error}"
         return (
             f"[{self.state}] {self.source}: received={self.received} sent={self.sent} "
             f"delivered={self.delivered} rejected={self.rejected} dlq={self.dlq_sent}{extra} "
@@ -296,6 +313,10 @@ class ProducerThread:
             end_reason=self.end_reason,
             error=self.error,
             last_delivery_error=c["last_error"],
+            backpressure_waits=c["backpressure_waits"],
+            blocked_s=c["blocked_s"],
+            blocked_for=c["blocked_for"],
+            broker_problem=c["broker_problem"],
         )
 
 

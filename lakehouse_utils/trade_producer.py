@@ -52,6 +52,7 @@ PERMANENT_ERRORS = frozenset({
     KafkaError.INVALID_TIMESTAMP,
 })
 
+CLIENT_ERROR_FRESH_S = 30.0  # a client error older than this no longer explains a blocked send()
 _BACKOFF_POLL_S = 0.05  # how long a blocked send() waits for room before retrying
 # send() serves librdkafka's reports (failures, logs) itself every this many messages: a poll per
 # message costs a GIL round trip, and there is nothing to serve while all goes well.
@@ -110,6 +111,7 @@ class TradeProducer:
             "message.timeout.ms": message_timeout_ms,
             "client.id": "lakehouse-trade-producer",
             "logger": _rdkafka_log,  # not raw stderr lines
+            "error_cb": self._on_client_error,  # e.g. the broker is unreachable: kept for the status line
             **(config or {}),
         }
         # trades: failures are reported, successes are not (see ``delivered``)
@@ -137,6 +139,8 @@ class TradeProducer:
         self._blocked_total = 0.0
         self._blocked_since: float | None = None
         self.last_error: str | None = None
+        self.client_error: str | None = None  # the last error of the client itself (not of a message)
+        self._client_error_at = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> TradeProducer:
@@ -295,6 +299,21 @@ class TradeProducer:
         since = self._blocked_since
         return self._blocked_total + (time.monotonic() - since if since is not None else 0.0)
 
+    @property
+    def blocked_for(self) -> float | None:
+        """Seconds the wait for room going on now has lasted (``None``: send() is not blocked)."""
+        since = self._blocked_since
+        return None if since is None else time.monotonic() - since
+
+    def broker_problem(self, within_s: float = CLIENT_ERROR_FRESH_S) -> str | None:
+        """The client's last error (e.g. ``_TRANSPORT: ... Connection refused``) if it is recent, else None.
+
+        librdkafka reports a broker it cannot reach at every reconnect attempt (at least every
+        ``reconnect.backoff.max.ms``, 10 s), so an error older than ``within_s`` is over.
+        """
+        error = self.client_error
+        return error if error is not None and time.monotonic() - self._client_error_at < within_s else None
+
     def counters(self) -> dict[str, Any]:
         delivered = self.delivered
         with self._lock:
@@ -308,8 +327,10 @@ class TradeProducer:
                 "not_accepted": self.not_accepted,
                 "backpressure_waits": self.backpressure_waits,
                 "blocked_s": self.blocked_s,
+                "blocked_for": self.blocked_for,
                 "in_flight": self.in_flight,
                 "last_error": self.last_error,
+                "broker_problem": self.broker_problem(),
             }
 
     # ---- internals --------------------------------------------------------------------------
@@ -431,6 +452,11 @@ class TradeProducer:
         with self._lock:
             self.delivery_errors += 1
             self.last_error = _error_text(err)
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (run inside poll/flush): the broker down, a refused login ..."""
+        self.client_error = _error_text(err)
+        self._client_error_at = time.monotonic()
 
     def _on_dlq_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
