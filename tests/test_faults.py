@@ -105,6 +105,13 @@ def fsettings(tmp_path: Path, broker: LocalKafka) -> Settings:
                     spark_ui=False, trigger=TRIGGER)
 
 
+@pytest.fixture
+def shared_settings(tmp_path: Path, kafka: LocalKafka) -> Settings:
+    """The session's broker, for a test that does not fault it (a broker start saved)."""
+    return Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap, topic=f"f.{uuid.uuid4().hex[:8]}",
+                    spark_ui=False, trigger=TRIGGER)
+
+
 def rows(path: Path) -> int:
     """Rows of a Delta table, read without Spark (cheap enough to poll while the queries run)."""
     df = read_table(path, ["offset"])
@@ -290,8 +297,9 @@ def test_broker_stopped_while_the_producer_runs_blocks_it_and_loses_nothing(brok
     assert got == list(zip(sent["symbol"], sent["trade_id"], strict=True))
 
 
-def test_silver_stopped_and_started_from_its_panel_mid_run_loses_and_doubles_nothing(spark,
-                                                                                     fsettings: Settings) -> None:
+def test_silver_stopped_and_started_from_its_panel_mid_run_loses_and_doubles_nothing(
+        spark, shared_settings: Settings) -> None:
+    fsettings = shared_settings
     from lakehouse_utils import bronze, gold, silver
     from lakehouse_utils.widgets import QueryPanel
 
