@@ -257,7 +257,7 @@ def test_broker_stopped_while_the_producer_runs_blocks_it_and_loses_nothing(brok
                                                                            fsettings: Settings) -> None:
     from tests.test_producer import read_raw
 
-    n, outage = 3000, 15.0
+    n, outage = 3000, 30.0  # the 30 s: well past librdkafka's 10 s maximum reconnect backoff
     source = PacedSynthetic(n, rate=300)
     source.go.set()
     producer = TradeProducer.from_settings(fsettings, queue_max_messages=50)
