@@ -115,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON (no progress line)")
     p.add_argument("--examples", type=int, default=5, help="keys shown per kind of difference (default 5)")
 
+    p = sub.add_parser("cluster", help="a Spark standalone cluster on this machine: start | status | stop | demo")
+    p.add_argument("action", choices=["start", "status", "stop", "demo"])
+    _common(p)
+    p.add_argument("--workers", type=int, default=2, help="workers to start (default 2)")
+    p.add_argument("--cores", type=int, default=1, help="cores each worker offers (default 1)")
+    p.add_argument("--memory", default="1g", help="memory each worker offers to executors (default 1g)")
+    p.add_argument("--port", type=int, default=None, help="the master's port (default 17077)")
+    p.add_argument("--ui-port", dest="ui_port", type=int, default=None, help="the master's web UI (default 18080)")
+    p.add_argument("--partitions", type=int, default=3, help="demo: partitions of the trades topic (default 3)")
+    p.add_argument("--synthetic-trades", dest="synthetic_trades", type=int, default=30_000,
+                   help="demo: trades of the 3-symbol synthetic stream sent after the hour (default 30000)")
+    p.add_argument("--maxOffsetsPerTrigger", dest="max_offsets_per_trigger", type=int,
+                   help="demo: Bronze's batch size in offsets (default 5000)")
+
     p = sub.add_parser("reset", help="dev reset: delete the tables and checkpoints (asks first)")
     _common(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
@@ -216,6 +230,42 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
             print("\r" + " " * 60, end="\r", file=sys.stderr, flush=True)
         print(report.summary())
     return 0 if report.ok else 1
+
+
+@command("cluster")
+def _cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from .cluster import ClusterSpec, LocalCluster
+
+    cluster = LocalCluster.for_settings(settings, args.port, args.ui_port)
+    if args.action == "status":
+        status = cluster.status()
+        print(status)
+        return 0 if status.running else 3
+    if args.action == "stop":
+        print("stopped" if cluster.stop() else "not running", cluster.master_url)
+        return 0
+    try:
+        spec = ClusterSpec(args.workers, args.cores, args.memory)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "start":
+        cluster.start(spec, progress=lambda s: print(f"[cluster] {s}", file=sys.stderr, flush=True))
+        print(cluster.status())
+        print(f"jobs: LAKEHOUSE_SPARK_MASTER={cluster.master_url} (notebooks: spark_master), or spark-submit "
+              f"--master {cluster.master_url} (README: Scale)")
+        return 0
+    from dataclasses import replace
+
+    from .broker import names_a_broker
+    from .cluster_demo import run_cluster_demo
+
+    if not settings.max_offsets_per_trigger:
+        settings = replace(settings, max_offsets_per_trigger=5000)
+    result = run_cluster_demo(settings, spec, partitions=args.partitions, synthetic_trades=args.synthetic_trades,
+                              start_broker=not names_a_broker(args.bootstrap))
+    print(result.summary())
+    return 0 if result.ok else 1
 
 
 @command("reset")
