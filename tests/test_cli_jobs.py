@@ -1,16 +1,12 @@
-"""The seed's commands, with the seed's flags, through `lakehouse` (in-process and under spark-submit)."""
+"""The seed's commands, with the seed's flags, through `lakehouse` (under spark-submit on a cluster: test_cluster)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils import jars
 from lakehouse_utils.broker import LocalKafka
 from lakehouse_utils.cli import main
 
@@ -53,18 +49,3 @@ def test_seed_commands_build_every_layer_then_reset(kafka: LocalKafka, spark, to
     assert not (d / "bronze").exists() and not (d / "checkpoints").exists() and not (d / "gold").exists()
 
 
-def test_bronze_job_runs_unchanged_under_spark_submit(kafka: LocalKafka, topic: str, tmp_path: Path) -> None:
-    assert main(["ingest", "--source", "synthetic", "--n-trades", "50", "--bootstrap", kafka.bootstrap,
-                 "--topic", topic]) == 0
-    out = tmp_path / "bronze"
-    submit = Path(sys.executable).parent / "spark-submit"
-    cmd = [str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-           "--jars", ",".join(str(p) for p in jars.jars("spark")),
-           str(REPO / "infra" / "lakehouse_job.py"), "bronze", "--bootstrap", kafka.bootstrap, "--topic", topic,
-           "--out", str(out), "--checkpoint", str(tmp_path / "chk"), "--available-now"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
-    env["PYSPARK_PYTHON"] = sys.executable
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = DeltaTable(str(out)).to_pandas()
-    assert len(table) == 50 and sorted(table["offset"]) == list(range(50))

@@ -66,7 +66,7 @@ def m_e2e(ctx: Context) -> dict[str, Any]:
     from .runs import live_run
 
     run = live_run(ctx.root, ctx.bootstrap, ctx.kafka.pid(), flow="demo", speed="20",
-                   feed_seconds=40 if ctx.quick else 190, tail_seconds=15 if ctx.quick else 20, warmup_s=WARMUP_S)
+                   feed_seconds=30 if ctx.quick else 190, tail_seconds=10 if ctx.quick else 20, warmup_s=WARMUP_S)
     ctx.details["e2e"] = asdict(run)
     return {"e2e_latency_p50_s": run.latency["p50_s"], "e2e_latency_p95_s": run.latency["p95_s"],
             "peak_rss_mb": run.peak_rss_mb}
