@@ -12,6 +12,7 @@ Every client here is configured by ``kafka_conf`` from a ``Settings``, a ``Kafka
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,8 @@ from . import jars
 from .broker_security import BrokerSecurity
 from .config import ENV_PREFIX, Settings
 from .kafka_conf import Conn, KafkaConnection, KafkaSecurityError, make_client, metadata
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 19092
 
@@ -335,12 +338,17 @@ def _wait_exit(pid: int, timeout: float) -> bool:
 # -- topics ------------------------------------------------------------------------------------
 def ensure_topic(conn: Conn, topic: str, partitions: int = 1, retention_ms: int | None = None,
                  config: dict[str, str] | None = None, timeout: float = 30.0) -> bool:
-    """Create ``topic`` if missing; True if it was created.  Existing topics are left as they are.
+    """Create ``topic`` with ``partitions`` if missing; True if it was created.
 
-    ``conn``: ``Settings`` (with their Kafka security), a ``KafkaConnection``, or an unsecured ``host:port``.
+    An existing topic is left as it is, with a warning if it has another partition count: Kafka cannot take
+    partitions away, and adding some would send a key (a symbol) to another partition, so its new messages
+    could be read before its old ones.  ``conn``: ``Settings`` (with their Kafka security), a
+    ``KafkaConnection``, or an unsecured ``host:port``.
     """
     admin, errors = make_client(AdminClient, conn)
-    if topic in metadata(admin, errors, conn, timeout).topics:
+    existing = metadata(admin, errors, conn, timeout).topics.get(topic)
+    if existing is not None:
+        _warn_partitions(topic, len(existing.partitions), partitions)
         return False
     conf = dict(config or {})
     if retention_ms is not None:
@@ -353,6 +361,14 @@ def ensure_topic(conn: Conn, topic: str, partitions: int = 1, retention_ms: int 
             raise
         return False
     return True
+
+
+def _warn_partitions(topic: str, has: int, asked: int) -> None:
+    """A warning when an existing topic's partition count is not the one asked for (the topic is kept)."""
+    if has and has != asked:
+        log.warning("topic %s has %d partition(s), %d asked: kept as it is (Kafka cannot remove partitions, and "
+                    "adding some would move symbols to other partitions). To get %d: another --topic, or delete "
+                    "this one first.", topic, has, asked, asked)
 
 
 def delete_topics(conn: Conn, topics: list[str], timeout: float = 30.0) -> None:

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["create", "list", "consume"])
     _common(p)
     p.add_argument("-n", type=int, default=5, help="consume: how many of the last messages")
-    p.add_argument("--partitions", type=int, default=None)
+    _partitions(p)
 
     p = sub.add_parser("jars", help="resolve the pinned connector jars into the local cache (needs Maven once)")
     p.add_argument("--force", action="store_true")
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="trades from Kraken / a replay / a synthetic walk -> Kafka (+ DLQ)")
     _common(p)
+    _partitions(p)
     ingest.add_arguments(p)
 
     p = sub.add_parser("bronze", help="Kafka -> Bronze Delta table (raw value + Kafka metadata)")
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-data-loss", action="store_true",
                    help="failOnDataLoss=false: skip offsets deleted by retention instead of failing")
     p.add_argument("--watermark", help="event-time lateness allowed before a bar is final (default 2 minutes)")
+    _partitions(p)
     _job(p)
 
     p = sub.add_parser("demo", help="the main job: broker + producer + Bronze/Silver/Gold in one process")
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-port", type=int, help="port of the embedded broker (default 19092)")
     p.add_argument("--trigger", default="1 second", help="processing-time trigger of the pipeline query")
     p.add_argument("--watermark")
+    _partitions(p)
     end = p.add_mutually_exclusive_group()
     end.add_argument("--until-drained", action="store_true",
                      help="exit 0 once the source is exhausted and every layer has caught up")
@@ -141,6 +144,12 @@ def _job(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trigger", help="processing-time interval, e.g. '2 seconds' (default from settings)")
     p.add_argument("--available-now", action="store_true", help="process what is there, then exit")
     p.add_argument("--duration", type=float, help="stop after S seconds")
+
+
+def _partitions(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--partitions", type=int, default=None, metavar="N",
+                   help="partitions of the trades topic if it is created here (default 1; keyed by symbol, so "
+                        "each symbol keeps its order); an existing topic is kept as it is, with a warning")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -193,7 +202,9 @@ def _gold(args: argparse.Namespace, settings: Settings) -> int:
 @command("pipeline")
 def _pipeline(args: argparse.Namespace, settings: Settings) -> int:
     from .pipeline import start_pipeline
+    from .producer import ensure_topics
 
+    ensure_topics(settings)  # created with --partitions before the query reads it (as the demo does)
     return _run_layer(args, settings, start_pipeline, fail_on_data_loss=not args.allow_data_loss)
 
 

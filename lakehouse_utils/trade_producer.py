@@ -3,10 +3,11 @@
 :class:`TradeProducer` writes one JSON message per :class:`~lakehouse_utils.trades.Trade`
 (key = symbol, headers = source + schema_version) to the trades topic and every
 :class:`~lakehouse_utils.trades.Rejected` input to the dead-letter topic ``<topic>.dlq``
-(key = reason code). It is idempotent (``acks=all``, no duplicates on retry), compresses
-with zstd and keeps librdkafka's queue bounded: when the queue is full (say the broker is
-down), :meth:`TradeProducer.send` blocks the caller instead of buffering without limit, and
-never drops a message it accepted. A trade the broker refuses for good (e.g.
+(key = reason code). On a topic of several partitions each symbol goes to one partition (the murmur2 hash
+of its key, as Java clients place it), so a symbol's trades keep their order. It is idempotent
+(``acks=all``, no duplicates on retry), compresses with zstd and keeps librdkafka's queue bounded: when the
+queue is full (say the broker is down), :meth:`TradeProducer.send` blocks the caller instead of buffering
+without limit, and never drops a message it accepted. A trade the broker refuses for good (e.g.
 ``MSG_SIZE_TOO_LARGE``) goes to the dead-letter topic with that reason.
 
 Speed (100k trades/s from one Python thread): trades go through a librdkafka producer that
@@ -113,6 +114,9 @@ class TradeProducer:
             "queue.buffering.max.kbytes": queue_max_kbytes,
             "message.timeout.ms": message_timeout_ms,
             "client.id": "lakehouse-trade-producer",
+            # a symbol's partition as the Java client (and Spark's Kafka sink) picks it: murmur2 of the key.
+            # librdkafka's own default (CRC32) sent BTC/USD, ETH/USD and SOL/USD all to partition 0 of 3.
+            "partitioner": "murmur2_random",
             "logger": _rdkafka_log,  # not raw stderr lines
             "error_cb": self._on_client_error,  # e.g. the broker is unreachable: kept for the status line
             **(config or {}),

@@ -1,7 +1,8 @@
 """Catch-up throughput: N synthetic trades already in Kafka -> Bronze -> Silver -> Gold, then checked.
 
-``python -m lakehouse_utils.bench.catchup --data-dir D --bootstrap B [--n 1000000] [--flow pipeline|layers]``
-prints one JSON line.  The trades (3 symbols) are produced first; then, with ``available-now``:
+``python -m lakehouse_utils.bench.catchup --data-dir D --bootstrap B [--n 1000000] [--flow pipeline|layers]
+[--partitions 1]`` prints one JSON line.  The trades (3 symbols, keyed by symbol) are produced first, to a new
+topic of ``--partitions`` partitions; then, with ``available-now``:
 
 - ``pipeline`` (as ``lakehouse demo`` and ``lakehouse pipeline`` catch up): the one query takes the topic
   in batches of ``per_trigger`` offsets through Bronze, Silver and Gold together;
@@ -19,12 +20,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
 
 
 def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
-        flow: str = "pipeline") -> dict[str, float | int | str]:
+        flow: str = "pipeline", partitions: int = 1) -> dict[str, Any]:
     from deltalake import DeltaTable
 
     from ..bronze import start_bronze
@@ -38,8 +40,8 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     from ..streaming import join_helpers
     from ..synthetic import SyntheticSource
 
-    settings = Settings(data_dir=data, bootstrap=bootstrap, topic=f"bench.catchup.{int(time.time())}",
-                        spark_ui=False, max_offsets_per_trigger=per_trigger)
+    settings = Settings(data_dir=data, bootstrap=bootstrap, topic=f"bench.catchup.{int(time.time())}.{partitions}p",
+                        spark_ui=False, max_offsets_per_trigger=per_trigger, partitions=partitions)
     ensure_topics(settings)
     thread = ProducerThread(SyntheticSource(PAIRS, rate=None, n_trades=n), TradeProducer.from_settings(settings))
     thread.start()
@@ -70,6 +72,8 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     if not report.ok:
         raise AssertionError(report.summary())
     return {"catchup_trades_per_s": produced / wall, "trades": produced, "wall_s": wall, "flow": flow,
+            "partitions": partitions, "bronze_partitions": {k: v["rows"] for k, v in
+                                                            report.facts["bronze_partitions"].items()},
             **{f"{k}_s": v for k, v in layers.items()}, "last_batch_ms": last_batch_ms, "check_s": report.seconds}
 
 
@@ -79,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--flow", choices=["pipeline", "layers"], default="pipeline")
+    ap.add_argument("--partitions", type=int, default=1, help="partitions of the trades topic (default 1)")
     args = ap.parse_args(argv)
-    print(json.dumps(run(Path(args.data_dir), args.bootstrap, args.n, flow=args.flow)), flush=True)
+    print(json.dumps(run(Path(args.data_dir), args.bootstrap, args.n, flow=args.flow, partitions=args.partitions)),
+          flush=True)
     return 0
 
 

@@ -35,6 +35,8 @@ TARGETS: dict[str, tuple[float | None, bool, str]] = {
     "first_bar_s": (20.0, False, "s"),
     "catchup_trades_per_s": (50_000.0, True, "trades/s"),
     "catchup_layers_trades_per_s": (None, True, "trades/s"),
+    "catchup_layers_trades_per_s_1p": (None, True, "trades/s"),  # the same catch-up, a 1-partition topic
+    "catchup_layers_trades_per_s_3p": (None, True, "trades/s"),  # ... and a 3-partition one (same trades)
     "check_catchup_s": (60.0, False, "s"),  # lakehouse check on the (layer by layer) caught-up tables
     "producer_trades_per_s": (20_000.0, True, "trades/s"),
     "producer_synthetic_trades_per_s": (100_000.0, True, "trades/s"),
@@ -97,11 +99,13 @@ def m_first_bar(ctx: Context) -> dict[str, Any]:
     return {"first_bar_s": first_bar_run(ctx.root, free_port_pair())}
 
 
-def _catchup(ctx: Context, flow: str, n: int) -> dict[str, Any]:
+def _catchup(ctx: Context, flow: str, n: int, partitions: int = 1) -> dict[str, Any]:
     """In its own process (its own Spark): N synthetic trades in Kafka -> Bronze -> Silver -> Gold."""
+    name = f"catchup-{flow}" + (f"-{partitions}p" if partitions != 1 else "")
     proc = subprocess.run([sys.executable, "-m", "lakehouse_utils.bench.catchup", "--data-dir",
-                           str(ctx.root / f"catchup-{flow}"), "--bootstrap", ctx.bootstrap, "--n", str(n),
-                           "--flow", flow], capture_output=True, text=True, timeout=1800)
+                           str(ctx.root / name), "--bootstrap", ctx.bootstrap, "--n", str(n),
+                           "--flow", flow, "--partitions", str(partitions)], capture_output=True, text=True,
+                          timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"catch-up ({flow}) failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -116,6 +120,14 @@ def m_catchup(ctx: Context) -> dict[str, Any]:
                               "layers": layers | {"order": "one after another (available-now each)"}}
     return {"catchup_trades_per_s": together["catchup_trades_per_s"],
             "catchup_layers_trades_per_s": layers["catchup_trades_per_s"], "check_catchup_s": layers["check_s"]}
+
+
+def m_partitions(ctx: Context) -> dict[str, Any]:
+    """The layer-by-layer catch-up of the same N trades (3 symbols, keyed by symbol) from 1, then 3 partitions."""
+    n = 50_000 if ctx.quick else 500_000
+    runs = {p: _catchup(ctx, "layers", n, partitions=p) for p in (1, 3)}
+    ctx.details["partitions"] = {f"{p}p": r for p, r in runs.items()}
+    return {f"catchup_layers_trades_per_s_{p}p": r["catchup_trades_per_s"] for p, r in runs.items()}
 
 
 def m_producer(ctx: Context) -> dict[str, Any]:
@@ -174,6 +186,7 @@ MEASUREMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "e2e_500": m_e2e_500,
     "first_bar": m_first_bar,
     "catchup": m_catchup,
+    "partitions": m_partitions,
     "notebook_flow": m_notebook_flow,
     "realtime": m_realtime,
 }
