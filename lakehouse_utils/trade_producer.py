@@ -106,9 +106,6 @@ class TradeProducer:
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": compression,
-            # a symbol's partition is murmur2(key) as the Java client (Spark, Connect) picks it, not librdkafka's
-            # CRC32 default: every producer of the topic keeps one symbol in one partition, in order
-            "partitioner": "murmur2_random",
             "linger.ms": linger_ms,
             "queue.buffering.max.messages": queue_max_messages,
             "queue.buffering.max.kbytes": queue_max_kbytes,
