@@ -1,8 +1,9 @@
 """Catch-up throughput: N synthetic trades already in Kafka -> Bronze -> Silver -> Gold, then checked.
 
 ``python -m lakehouse_utils.bench.catchup --data-dir D --bootstrap B [--n 1000000] [--flow pipeline|layers]
-[--partitions 1]`` prints one JSON line.  The trades (3 symbols, keyed by symbol) are produced first, to a new
-topic of ``--partitions`` partitions; then, with ``available-now``:
+[--partitions 1] [--master URL]`` prints one JSON line.  The trades (3 symbols, keyed by symbol) are produced
+first, to a new topic of ``--partitions`` partitions; then, with ``available-now`` (on ``--master``, a Spark
+standalone cluster, if given):
 
 - ``pipeline`` (as ``lakehouse demo`` and ``lakehouse pipeline`` catch up): the one query takes the topic
   in batches of ``per_trigger`` offsets through Bronze, Silver and Gold together;
@@ -26,7 +27,7 @@ PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
 
 
 def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
-        flow: str = "pipeline", partitions: int = 1) -> dict[str, Any]:
+        flow: str = "pipeline", partitions: int = 1, master: str | None = None) -> dict[str, Any]:
     from deltalake import DeltaTable
 
     from ..bronze import start_bronze
@@ -41,7 +42,8 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     from ..synthetic import SyntheticSource
 
     settings = Settings(data_dir=data, bootstrap=bootstrap, topic=f"bench.catchup.{int(time.time())}.{partitions}p",
-                        spark_ui=False, max_offsets_per_trigger=per_trigger, partitions=partitions)
+                        spark_ui=False, max_offsets_per_trigger=per_trigger, partitions=partitions,
+                        spark_master=master or Settings().spark_master)
     ensure_topics(settings)
     thread = ProducerThread(SyntheticSource(PAIRS, rate=None, n_trades=n), TradeProducer.from_settings(settings))
     thread.start()
@@ -84,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--flow", choices=["pipeline", "layers"], default="pipeline")
     ap.add_argument("--partitions", type=int, default=1, help="partitions of the trades topic (default 1)")
+    ap.add_argument("--master", help="Spark master, e.g. spark://127.0.0.1:17077 (default local[*])")
     args = ap.parse_args(argv)
-    print(json.dumps(run(Path(args.data_dir), args.bootstrap, args.n, flow=args.flow, partitions=args.partitions)),
+    print(json.dumps(run(Path(args.data_dir), args.bootstrap, args.n, flow=args.flow, partitions=args.partitions,
+                         master=args.master)),
           flush=True)
     return 0
 

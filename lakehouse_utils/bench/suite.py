@@ -37,6 +37,8 @@ TARGETS: dict[str, tuple[float | None, bool, str]] = {
     "catchup_layers_trades_per_s": (None, True, "trades/s"),
     "catchup_layers_trades_per_s_1p": (None, True, "trades/s"),  # the same catch-up, a 1-partition topic
     "catchup_layers_trades_per_s_3p": (None, True, "trades/s"),  # ... and a 3-partition one (same trades)
+    "cluster_catchup_trades_per_s_1w": (None, True, "trades/s"),  # 3 partitions, on a cluster of 1 worker
+    "cluster_catchup_trades_per_s_2w": (None, True, "trades/s"),  # ... and of 2 workers (1 core, 1 GB each)
     "check_catchup_s": (60.0, False, "s"),  # lakehouse check on the (layer by layer) caught-up tables
     "producer_trades_per_s": (20_000.0, True, "trades/s"),
     "producer_synthetic_trades_per_s": (100_000.0, True, "trades/s"),
@@ -99,13 +101,14 @@ def m_first_bar(ctx: Context) -> dict[str, Any]:
     return {"first_bar_s": first_bar_run(ctx.root, free_port_pair())}
 
 
-def _catchup(ctx: Context, flow: str, n: int, partitions: int = 1) -> dict[str, Any]:
+def _catchup(ctx: Context, flow: str, n: int, partitions: int = 1, master: str | None = None,
+             name: str | None = None) -> dict[str, Any]:
     """In its own process (its own Spark): N synthetic trades in Kafka -> Bronze -> Silver -> Gold."""
-    name = f"catchup-{flow}" + (f"-{partitions}p" if partitions != 1 else "")
+    name = name or f"catchup-{flow}" + (f"-{partitions}p" if partitions != 1 else "")
     proc = subprocess.run([sys.executable, "-m", "lakehouse_utils.bench.catchup", "--data-dir",
                            str(ctx.root / name), "--bootstrap", ctx.bootstrap, "--n", str(n),
-                           "--flow", flow, "--partitions", str(partitions)], capture_output=True, text=True,
-                          timeout=1800)
+                           "--flow", flow, "--partitions", str(partitions), *(["--master", master] if master else [])],
+                          capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"catch-up ({flow}) failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -128,6 +131,29 @@ def m_partitions(ctx: Context) -> dict[str, Any]:
     runs = {p: _catchup(ctx, "layers", n, partitions=p) for p in (1, 3)}
     ctx.details["partitions"] = {f"{p}p": r for p, r in runs.items()}
     return {f"catchup_layers_trades_per_s_{p}p": r["catchup_trades_per_s"] for p, r in runs.items()}
+
+
+def m_cluster(ctx: Context) -> dict[str, Any]:
+    """The same layer-by-layer catch-up (3 partitions) on a Spark standalone cluster of 1, then 2 workers.
+
+    Each worker offers 1 core and 1 GB; the bench process's Spark session is the driver (as a notebook's kernel
+    with ``spark_master`` set), the executors run on the workers."""
+    from ..broker import free_port_pair
+    from ..cluster import ClusterSpec, LocalCluster
+
+    n = 50_000 if ctx.quick else 300_000
+    runs = {}
+    for workers in (1, 2):
+        port = free_port_pair()
+        cluster = LocalCluster(ctx.root / f"cluster-{workers}w", port=port, ui_port=port + 1)
+        cluster.start(ClusterSpec(workers, 1, "1g"))
+        try:
+            runs[workers] = _catchup(ctx, "layers", n, partitions=3, master=cluster.master_url,
+                                     name=f"catchup-cluster-{workers}w")
+        finally:
+            cluster.stop()
+    ctx.details["cluster"] = {f"{w}w": r for w, r in runs.items()}
+    return {f"cluster_catchup_trades_per_s_{w}w": r["catchup_trades_per_s"] for w, r in runs.items()}
 
 
 def m_producer(ctx: Context) -> dict[str, Any]:
@@ -187,6 +213,7 @@ MEASUREMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "first_bar": m_first_bar,
     "catchup": m_catchup,
     "partitions": m_partitions,
+    "cluster": m_cluster,
     "notebook_flow": m_notebook_flow,
     "realtime": m_realtime,
 }
