@@ -25,7 +25,7 @@ from lakehouse_utils.synthetic import SyntheticSource
 
 PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
 SEED, N = 20261126, 6000
-PER_TRIGGER = 1500  # offsets per micro-batch: several batches, each across the partitions
+PER_TRIGGER = 2000  # offsets per micro-batch: several batches, each across the partitions
 WATERMARK = "10 seconds"  # the stream spans ~2 simulated minutes: some bars become final during the run
 # murmur2(key) % 3, as Kafka's Java client places a key (checked with kafka-clients' Utils.murmur2)
 JAVA_PARTITION = {"BTC/USD": 1, "ETH/USD": 2, "SOL/USD": 2}
