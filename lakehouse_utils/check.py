@@ -90,7 +90,8 @@ class Report:
         lines = [f"lakehouse check: {self.data_dir} (read with deltalake + pandas in {self.seconds:.1f} s)"]
         for t, p in f.get("bronze_partitions", {}).items():
             lag = "lag unknown (broker not reached)" if p.get("lag") is None else f"lag {p['lag']:,}"
-            lines.append(f"  bronze     {t}: offsets {p['first']:,}..{p['last']:,} ({p['rows']:,} rows), {lag}")
+            held = "no rows" if not p["rows"] else f"offsets {p['first']:,}..{p['last']:,} ({p['rows']:,} rows)"
+            lines.append(f"  bronze     {t}: {held}, {lag}")
         if "silver_rows" in f:
             lines.append(f"  silver     {f['silver_rows']:,} trades, {f['duplicates']:,} later copies left out, "
                          f"{f['quarantine_rows']:,} quarantined; behind Bronze by {f['silver_behind']:,} rows")
@@ -166,6 +167,9 @@ def check_bronze(bronze: pd.DataFrame, end_offsets: dict[tuple[str, int], int] |
         end = None if end_offsets is None else end_offsets.get((topic, int(part)))
         parts[f"{topic}[{part}]"] = {"first": int(u[0]), "last": int(u[-1]), "rows": int(len(o)),
                                      "lag": None if end is None else max(0, end - int(u[-1]) - 1)}
+    for (topic, part), end in sorted((end_offsets or {}).items()):  # a partition Bronze has no row of: all lag
+        if end > 0 and f"{topic}[{part}]" not in parts:
+            parts[f"{topic}[{part}]"] = {"first": None, "last": None, "rows": 0, "lag": int(end)}
     return findings, {"bronze_rows": int(len(bronze)), "bronze_partitions": parts}
 
 

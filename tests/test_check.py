@@ -116,3 +116,17 @@ def test_check_command_exit_code_summary_and_json(hour, tmp_path: Path) -> None:
     assert out.returncode == 1 and doc["ok"] is False and out.stderr == ""
     assert {(f["table"], f["kind"].split(" in ")[0]) for f in doc["findings"]} == {
         ("bronze", "offsets missing"), ("silver", "row with no Bronze message")}
+
+
+def test_a_partition_bronze_holds_nothing_of_is_all_lag() -> None:
+    """Partitions come from the topic's end offsets too: one Bronze never read is not left out of the report."""
+    import pandas as pd
+
+    from lakehouse_utils.check import check_bronze
+
+    bronze = pd.DataFrame({"topic": "t", "partition": [0, 0, 2], "offset": [0, 1, 0]})
+    findings, facts = check_bronze(bronze, {("t", 0): 2, ("t", 1): 7, ("t", 2): 3})
+    assert findings == []
+    parts = facts["bronze_partitions"]
+    assert parts["t[1]"] == {"first": None, "last": None, "rows": 0, "lag": 7}
+    assert (parts["t[0]"]["lag"], parts["t[2]"]["lag"]) == (0, 2)
