@@ -274,13 +274,14 @@ class LocalCluster:
 
 
 def submit_command(settings: Settings, master: str, job: str, *args: str, executor_memory: str = "768m",
-                   python: str | None = None) -> list[str]:
+                   python: str | None = None, conf: dict[str, str] | None = None) -> list[str]:
     """The ``spark-submit`` line that runs ``lakehouse <job> <args>`` on ``master``: the README's command, with
     the local jar cache as ``--jars`` (the executors fetch them from the driver: nothing is downloaded)."""
     submit = spark_home() / "bin" / "spark-submit"
     confs = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": settings.bind_host,
              "spark.executor.memory": executor_memory, "spark.ui.enabled": str(settings.spark_ui).lower(),
-             "spark.pyspark.python": python or sys.executable, "spark.pyspark.driver.python": python or sys.executable}
+             "spark.pyspark.python": python or sys.executable, "spark.pyspark.driver.python": python or sys.executable,
+             **(conf or {})}
     cmd = [str(submit), "--master", master, "--name", f"lakehouse-{job}",
            "--jars", ",".join(str(p) for p in jars.jars("spark"))]
     for key, value in confs.items():
