@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import jars
+from .broker import _wait_exit, reachable
 from .config import Settings
 
 DEFAULT_PORT = 17077  # Spark's 7077 + 10000, as the embedded broker's 19092
@@ -160,7 +161,7 @@ class LocalCluster:
         say = progress or (lambda _s: None)
         self.home.mkdir(parents=True, exist_ok=True)
         if self.pid("master") is None:
-            if _port_open(self.port) or _port_open(self.ui_port):
+            if reachable(f"127.0.0.1:{self.port}") or reachable(f"127.0.0.1:{self.ui_port}"):
                 raise RuntimeError(f"port {self.port} or {self.ui_port} is taken by another process (not the "
                                    f"cluster of {self.home}); choose others with --port / --ui-port")
             say(f"starting the master on {self.master_url}")
@@ -321,30 +322,6 @@ def _signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
         except OSError:
             pass
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.settimeout(0.3)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _read_json(path: Path) -> dict[str, Any]:
