@@ -72,6 +72,8 @@ class Settings:
     shuffle_partitions: int = 2
     spark_master: str = "local[*]"
     spark_ui: bool = True
+    # a live chart whose pushes no browser view drew for this long is sent again as a new widget (live_figure)
+    chart_stale_after_s: float = 20.0
     # where the servers the project starts listen (Spark UI/driver, replay server); see README "Operations"
     bind_host: str = "127.0.0.1"
     # Kafka client security (``None`` = not set here: the properties file, then PLAINTEXT defaults apply)
@@ -187,6 +189,8 @@ def _coerce(name: str, value: Any) -> Any:
         return None if value == "" and "None" in kind else Path(value).expanduser()
     if kind.startswith("int"):
         return None if value == "" else int(value)
+    if kind == "float":
+        return float(value)
     if kind == "bool":
         if value.lower() not in _BOOL:
             raise ValueError(f"{name}: expected a boolean, got {value!r}")

@@ -62,7 +62,7 @@ class LiveCandles(Panel):
         self.n_refreshes = 0
         self.n_published = 0
         self.n_renewed = 0  # chart widgets replaced because the browser stopped drawing them
-        self.stale_after = charts.STALE_AFTER_S
+        self.stale_after = settings.chart_stale_after_s  # LAKEHOUSE_CHART_STALE_AFTER_S
         self.publish_error: str | None = None
         self._published: set[str] = set()
         self._lock = threading.RLock()

@@ -283,7 +283,9 @@ def test_live_chart_follows_gold_when_the_page_drops_its_updates(tmp_path: Path)
     data = work / "data"
     table = charts.table_path(Settings(data_dir=data), "1m")
     bars = synthetic_bars(20, forming=2)
-    server, token = _jupyter_lab(tmp_path, work / "notebooks", {"LAKEHOUSE_DATA_DIR": str(data)})
+    # a chart no view drew for 8 s is sent again (20 s by default): the same path, less waiting
+    server, token = _jupyter_lab(tmp_path, work / "notebooks", {"LAKEHOUSE_DATA_DIR": str(data),
+                                                                 "LAKEHOUSE_CHART_STALE_AFTER_S": "8"})
     console = tmp_path / "logs" / "dropped-updates-console.log"
     try:
         server.wait_ready(f"/api/status?token={token}")

@@ -134,6 +134,8 @@ def test_kill9_of_the_broker_mid_run_loses_and_doubles_nothing(spark, broker: Lo
     from lakehouse_utils.pipeline import start_pipeline
 
     n = 3000
+    # a second start on the broker's data dir reuses the running broker (its pid file)
+    assert LocalKafka(broker.data_dir, broker.port).start().pid() == broker.pid()
     ensure_topics(fsettings)
     # the job's policy: a query failed on a Kafka error is restarted from its checkpoint, with a line saying so
     said: list[str] = []

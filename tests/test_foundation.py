@@ -87,32 +87,6 @@ def test_get_spark_is_one_session(spark, tmp_path: Path) -> None:
     assert seen == [(True, False)]
 
 
-def test_broker_restart_and_kill9_keep_data(tmp_path: Path) -> None:
-    kafka = LocalKafka(tmp_path / "kafka", free_port_pair())
-    kafka.start()
-    try:
-        pid = kafka.pid()
-        # A second start on the same data dir reuses the running broker.
-        assert LocalKafka(tmp_path / "kafka", kafka.port).start().pid() == pid
-        brokers.ensure_topic(kafka.bootstrap, "keep", partitions=1)
-        produce_json(kafka.bootstrap, "keep", 200)
-
-        assert kafka.stop() is True
-        assert not kafka.status().running
-        kafka.start()
-        assert [m["i"] for m in read_all(kafka.bootstrap, "keep")] == list(range(200))
-
-        produce_json(kafka.bootstrap, "keep", 50)
-        kafka.kill()  # kill -9: no clean shutdown, stale pid file stays
-        assert kafka.pid() is None
-        kafka.start()
-        assert "keep" in kafka.status().topics
-        got = [m["i"] for m in read_all(kafka.bootstrap, "keep")]
-        assert got == list(range(200)) + list(range(50))
-    finally:
-        kafka.stop()
-
-
 def test_port_taken_by_a_stranger_is_a_clear_error(tmp_path: Path, kafka: LocalKafka) -> None:
     other = LocalKafka(tmp_path / "other", kafka.port)
     with pytest.raises(RuntimeError, match="taken by another process"):
