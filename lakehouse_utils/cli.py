@@ -266,13 +266,9 @@ def _cluster(args: argparse.Namespace, settings: Settings) -> int:
         print(f"jobs: LAKEHOUSE_SPARK_MASTER={cluster.master_url} (notebooks: spark_master), or spark-submit "
               f"--master {cluster.master_url} (README: Scale)")
         return 0
-    from dataclasses import replace
-
     from .broker import names_a_broker
     from .cluster_demo import run_cluster_demo
 
-    if not settings.max_offsets_per_trigger:
-        settings = replace(settings, max_offsets_per_trigger=5000)
     result = run_cluster_demo(settings, spec, partitions=args.partitions, synthetic_trades=args.synthetic_trades,
                               start_broker=not names_a_broker(args.bootstrap))
     print(result.summary())

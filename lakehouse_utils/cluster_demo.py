@@ -29,6 +29,7 @@ from .progress import ProgressLine
 # beside the hour's BTC/USD; keyed by symbol (murmur2, as Java), 3 partitions get LTC / BTC / ETH+SOL
 SYNTHETIC_PAIRS = ["ETH/USD", "SOL/USD", "LTC/USD"]
 SYNTHETIC_SEED = 11
+BRONZE_BATCH_OFFSETS = 5000
 JOBS = ("bronze", "silver", "gold")
 FREQ = {"1m": "1min", "5m": "5min", "1h": "1h"}
 OnCommit = Callable[[str, int], None]  # (job, batches it committed so far)
@@ -202,7 +203,9 @@ def run_cluster_demo(settings: Settings, spec: ClusterSpec | None = None, *, clu
     spec = spec or ClusterSpec()
     progress = progress or ProgressLine()
     say = progress.update
-    settings = replace(settings, partitions=partitions)
+    # Bronze in batches (several commits, so a job can be watched, or faulted, mid-run) unless the caller chose
+    settings = replace(settings, partitions=partitions,
+                       max_offsets_per_trigger=settings.max_offsets_per_trigger or BRONZE_BATCH_OFFSETS)
     kafka = LocalKafka.for_settings(settings) if start_broker else None
     started_broker = kafka is not None and not kafka.is_running()
     cluster = cluster or LocalCluster.for_settings(settings)

@@ -311,6 +311,7 @@ def test_live_chart_follows_gold_when_the_page_drops_its_updates(tmp_path: Path)
                                  and c["final"] == sum(v[4] for v in gold.values()) and c,
                                  90, "the chart showing Gold's 20 bars")
                 lab.last_chart = got
+                lab.notebook.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
                 lab.shot("jupyterlab-dropped-updates.png")
             except BaseException:
                 lab.shot("jupyterlab-dropped-updates-failed.png")
