@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import Row
 
-from lakehouse_utils import gold, silver
-from lakehouse_utils.bars import US, Bar, fold_all, roll_up
 from lakehouse_utils.config import TIMEFRAMES, Settings
-from lakehouse_utils.gold_writer import GoldWriter
+from lakehouse_utils.layers import gold, silver
+from lakehouse_utils.layers.bars import US, Bar, fold_all, roll_up
+from lakehouse_utils.layers.gold_writer import GoldWriter
 
 T = datetime(2019, 7, 1, 0, 0, 0)
 

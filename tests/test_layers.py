@@ -10,10 +10,10 @@ import pytest
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
-from lakehouse_utils import gold, silver
-from lakehouse_utils.bronze import BRONZE_SCHEMA, to_bronze
 from lakehouse_utils.config import Settings
-from lakehouse_utils.streaming import LayerStats
+from lakehouse_utils.layers import gold, silver
+from lakehouse_utils.layers.bronze import BRONZE_SCHEMA, to_bronze
+from lakehouse_utils.layers.streaming import LayerStats
 
 T0 = datetime(2019, 7, 1, 0, 0, 0, tzinfo=UTC)
 
@@ -214,9 +214,9 @@ def kafka_df(spark, values: list[str], start_offset: int = 0):
 def test_one_query_pipeline_batch_is_exact_after_a_crash_between_silver_and_gold(spark, tmp_path: Path) -> None:
     from deltalake import DeltaTable
 
-    from lakehouse_utils import bronze, pipeline
-    from lakehouse_utils.gold_writer import GoldWriter
-    from lakehouse_utils.streaming import app_id_for
+    from lakehouse_utils.layers import bronze, pipeline
+    from lakehouse_utils.layers.gold_writer import GoldWriter
+    from lakehouse_utils.layers.streaming import app_id_for
 
     settings = Settings(data_dir=tmp_path)
     gold.ensure_tables(spark, settings)
@@ -246,8 +246,8 @@ def test_one_query_pipeline_batch_is_exact_after_a_crash_between_silver_and_gold
 
 
 def test_a_data_dir_runs_one_flow(tmp_path: Path) -> None:
-    from lakehouse_utils import pipeline
-    from lakehouse_utils.streaming import LAYER_CHECKPOINTS, check_flow, flow_of
+    from lakehouse_utils.layers import pipeline
+    from lakehouse_utils.layers.streaming import LAYER_CHECKPOINTS, check_flow, flow_of
 
     settings = Settings(data_dir=tmp_path)
     check_flow(settings, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)  # a new data dir: either flow may start
