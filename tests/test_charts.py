@@ -25,9 +25,9 @@ def gold_sorted(settings: Settings, tf: str) -> pd.DataFrame:
 
 
 def test_columns_and_timeframes_match_gold() -> None:
-    from lakehouse_utils.layers import gold
+    from lakehouse_utils.layers import gold, gold_tables
 
-    assert charts.BAR_COLUMNS == gold.BAR_COLUMNS
+    assert charts.BAR_COLUMNS == gold_tables.BAR_COLUMNS
     assert charts.TIMEFRAMES == gold.TIMEFRAMES
 
 

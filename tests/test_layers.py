@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from lakehouse_utils.config import Settings
 from lakehouse_utils.layers import gold, silver
 from lakehouse_utils.layers.bronze import BRONZE_SCHEMA, to_bronze
+from lakehouse_utils.layers.gold_tables import bars_path, late_path
 from lakehouse_utils.layers.streaming import LayerStats
 
 T0 = datetime(2019, 7, 1, 0, 0, 0, tzinfo=UTC)
@@ -146,7 +147,7 @@ def test_bars_across_a_day_boundary(spark) -> None:
 
 
 def read_bars(spark, settings: Settings, tf: str) -> dict[datetime, Row]:
-    return {r.bar_start: r for r in spark.read.format("delta").load(str(gold.bars_path(settings, tf))).collect()}
+    return {r.bar_start: r for r in spark.read.format("delta").load(str(bars_path(settings, tf))).collect()}
 
 
 def test_gold_merge_late_trades_finality_and_replay(spark, tmp_path: Path) -> None:
@@ -177,7 +178,7 @@ def test_gold_merge_late_trades_finality_and_replay(spark, tmp_path: Path) -> No
     m = read_bars(spark, settings, "1m")
     assert t + timedelta(minutes=2) not in m
     assert m[t + timedelta(minutes=5)].trades == 2 and m[t + timedelta(minutes=5)].close == 121.0
-    late = spark.read.format("delta").load(str(gold.late_path(settings))).collect()
+    late = spark.read.format("delta").load(str(late_path(settings))).collect()
     assert [(r.trade_id, r.watermark) for r in late] == [("5", t + timedelta(minutes=3, seconds=30))]
     hour = read_bars(spark, settings, "1h")[t]
     assert hour.trades == 5 and hour.high == 121.0 and hour.open == 90.0 and hour.close == 121.0

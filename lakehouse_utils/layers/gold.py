@@ -1,6 +1,7 @@
 """Gold: Silver trades -> OHLCV + VWAP bars per (exchange, symbol) for 1m, 5m and 1h, the forming bar included.
 
-``bars(trades, "1m")`` is the pure transformation (trades -> one row per exchange, symbol and bar).
+``bars(trades, "1m")`` is the pure transformation (trades -> one row per exchange, symbol and bar); the tables'
+schemas and paths are in ``gold_tables.py``.
 ``start_gold`` streams Silver into ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` with :class:`GoldWriter`
 (``gold_writer.py``), which keeps the forming bars in memory and writes each table with **one Delta commit
 per micro-batch**, no MERGE and no table scan:
@@ -22,59 +23,17 @@ from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from ..config import TIMEFRAMES, Settings, table_exists
+from .gold_tables import BAR_COLUMNS, GOLD_SCHEMA, LATE_SCHEMA, PARTITIONS, bars_path, late_path
+from .gold_writer import GoldWriter, start_idle_finalizer
 from .silver import SILVER_SCHEMA
 from .silver import ensure_tables as ensure_silver
 from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, check_flow, ensure_table, start_delta_foreach_batch
 
 QUERY_NAME = "gold"
 CHECKPOINT = LAYER_CHECKPOINTS[2]
-KEY = ["exchange", "symbol", "bar_start"]
-
-BAR_COLUMNS = ["exchange", "symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap",
-               "trades", "buy_volume", "sell_volume", "is_final", "updated_at"]
-GOLD_SCHEMA = T.StructType([
-    T.StructField("exchange", T.StringType()),
-    T.StructField("symbol", T.StringType()),
-    T.StructField("bar_start", T.TimestampType()),
-    T.StructField("bar_end", T.TimestampType()),
-    *[T.StructField(c, T.DoubleType()) for c in ("open", "high", "low", "close", "volume", "vwap")],
-    T.StructField("trades", T.LongType()),
-    T.StructField("buy_volume", T.DoubleType()),
-    T.StructField("sell_volume", T.DoubleType()),
-    T.StructField("is_final", T.BooleanType()),
-    T.StructField("updated_at", T.TimestampType()),
-    # Bookkeeping for exact incremental bars: sum(price*qty) and the first/last trade's order key.
-    T.StructField("notional", T.DoubleType()),
-    T.StructField("first_time", T.TimestampType()),
-    T.StructField("first_id", T.StringType()),
-    T.StructField("last_time", T.TimestampType()),
-    T.StructField("last_id", T.StringType()),
-    T.StructField("bar_date", T.DateType()),
-    # The watermark after the write, and the micro-batch that wrote the row.
-    T.StructField("watermark", T.TimestampType()),
-    T.StructField("batch_id", T.LongType()),
-])
-PARTITIONS = ["is_final"]
-LATE_SCHEMA = T.StructType([
-    *SILVER_SCHEMA.fields,
-    T.StructField("watermark", T.TimestampType()),
-    T.StructField("reason", T.StringType()),
-    T.StructField("detected_at", T.TimestampType()),
-])
-
-
-def bars_path(settings: Settings, timeframe: str) -> Path:
-    return settings.bars_table(timeframe)
-
-
-def late_path(settings: Settings) -> Path:
-    return settings.late_trades
-
-
 def order_key(time_col: str = "event_time", id_col: str = "trade_id") -> Column:
     """(event_time, trade_id) order; numeric ids compare as numbers (shorter string first)."""
     return F.struct(F.unix_micros(time_col).alias("t"), F.length(id_col).alias("n"), F.col(id_col).alias("id"))
@@ -139,8 +98,6 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
 def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str,
                   checkpoint: Path | None = None, stats=None) -> None:
     """One micro-batch through the (cached) :class:`GoldWriter` of ``(app_id, checkpoint)``."""
-    from .gold_writer import GoldWriter
-
     writer = GoldWriter.for_app(batch.sparkSession, settings, app_id, checkpoint or settings.checkpoint(CHECKPOINT))
     writer.process(batch, batch_id, stats)
 
@@ -148,8 +105,6 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
 def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = None,
                checkpoint: str | Path | None = None) -> StreamingQuery:
     """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
-    from .gold_writer import GoldWriter, start_idle_finalizer
-
     check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     ensure_tables(spark, settings)
@@ -170,5 +125,4 @@ def latest_bars(spark: SparkSession, settings: Settings, timeframe: str = "1m", 
             .select(*BAR_COLUMNS).orderBy(F.col("bar_start").desc(), "exchange", "symbol").limit(n))
 
 
-__all__ = ["BAR_COLUMNS", "GOLD_SCHEMA", "KEY", "SILVER_SCHEMA", "TIMEFRAMES", "bars", "bars_path",
-           "ensure_tables", "late_path", "latest_bars", "process_batch", "start_gold"]
+__all__ = ["bars", "check_layout", "ensure_tables", "latest_bars", "order_key", "process_batch", "start_gold"]

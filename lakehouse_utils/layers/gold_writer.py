@@ -36,7 +36,7 @@ from pyspark.sql.streaming import StreamingQuery
 from ..config import TIMEFRAMES, Settings
 from . import delta_io
 from .bars import US, Bar, Key, fold_all, roll_up, split_final
-from .gold import bars_path, late_path
+from .gold_tables import bars_path, late_path
 from .silver import SILVER_SCHEMA
 from .streaming import LayerStats, app_id_for, parse_delay
 

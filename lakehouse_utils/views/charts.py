@@ -31,7 +31,7 @@ from .live_figure import STALE_AFTER_S, LiveFigure
 log = logging.getLogger(__name__)
 
 BAR_COLUMNS = ["exchange", "symbol", "bar_start", "bar_end", "open", "high", "low", "close", "volume", "vwap", "trades",
-               "buy_volume", "sell_volume", "is_final", "updated_at"]  # == gold.BAR_COLUMNS
+               "buy_volume", "sell_volume", "is_final", "updated_at"]  # == gold_tables.BAR_COLUMNS
 _TIME_COLUMNS = ("bar_start", "bar_end", "updated_at")
 
 # trace names (update_figure finds the traces by name, so their order may change freely)
