@@ -3,7 +3,7 @@
 The folders follow a trade's path, lowest floor first; a module imports only from its own floor or lower ones
 (tests/test_layout.py checks it, and that no modules import each other in a cycle):
 
-    (top)    config, jars, progress: settings, the jar cache, a progress line
+    (top)    config, jars, procs, progress: settings, the jar cache, local processes and ports, a progress line
     sources  where trades come from: the normalized Trade and one module per venue or feed
     kafka    the broker, its clients and topics, and the producer that writes trades into Kafka
     engine   Spark: the session and a local standalone cluster

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka.broker import LocalKafka, free_port_pair
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.procs import free_port_pair
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from lakehouse_utils.kafka.broker import LocalKafka, free_port_pair
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.procs import free_port_pair
 
 from .browser import (
     ARTIFACTS,

@@ -12,7 +12,8 @@ from deltalake import DeltaTable
 from lakehouse_utils.config import Settings
 from lakehouse_utils.engine.spark import get_spark
 from lakehouse_utils.kafka import broker as brokers
-from lakehouse_utils.kafka.broker import LocalKafka, free_port_pair
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.procs import free_port_pair
 
 N = 1000
 

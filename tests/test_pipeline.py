@@ -16,9 +16,10 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka.broker import LocalKafka, free_port_pair
+from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.layers.gold_tables import bars_path
 from lakehouse_utils.ops.demo import run_demo
+from lakehouse_utils.procs import free_port_pair
 from lakehouse_utils.sources.replay import SAMPLE_RECORDING
 
 pytestmark = pytest.mark.slow

@@ -16,11 +16,12 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets, free_port_pair
+from lakehouse_utils.kafka.broker import LocalKafka, end_offsets
 from lakehouse_utils.kafka.broker_security import BrokerSecurity
 from lakehouse_utils.kafka.kafka_conf import KafkaSecurityError, spark_options
 from lakehouse_utils.kafka.tls import make_test_ca
 from lakehouse_utils.ops.cli import main
+from lakehouse_utils.procs import free_port_pair
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..kafka.broker import LocalKafka, ensure_topic, free_port_pair
+from ..kafka.broker import LocalKafka, ensure_topic
+from ..procs import free_port_pair
 
 # field -> (target, higher is better, unit)
 TARGETS: dict[str, tuple[float | None, bool, str]] = {
@@ -139,7 +140,7 @@ def m_cluster(ctx: Context) -> dict[str, Any]:
     Each worker offers 1 core and 1 GB; the bench process's Spark session is the driver (as a notebook's kernel
     with ``spark_master`` set), the executors run on the workers."""
     from ..engine.cluster import ClusterSpec, LocalCluster
-    from ..kafka.broker import free_port_pair
+    from ..procs import free_port_pair
 
     n = 50_000 if ctx.quick else 300_000
     runs = {}

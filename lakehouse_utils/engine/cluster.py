@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import jars
 from ..config import Settings
-from ..kafka.broker import _wait_exit, reachable
+from ..procs import reachable, wait_exit
 
 DEFAULT_PORT = 17077  # Spark's 7077 + 10000, as the embedded broker's 19092
 DEFAULT_UI_PORT = 18080
@@ -196,9 +196,9 @@ class LocalCluster:
         for _name, pid in running:
             _signal_group(pid, signal.SIGTERM)
         for _name, pid in running:
-            if not _wait_exit(pid, timeout):
+            if not wait_exit(pid, timeout):
                 _signal_group(pid, signal.SIGKILL)
-                _wait_exit(pid, 10)
+                wait_exit(pid, 10)
         for n in names:
             self._pid_file(n).unlink(missing_ok=True)
         return bool(running)
@@ -209,7 +209,7 @@ class LocalCluster:
         if pid is None:
             raise RuntimeError(f"{name} is not running")
         _signal_group(pid, signal.SIGKILL)
-        _wait_exit(pid, 10)
+        wait_exit(pid, 10)
         return pid
 
     # -- status ----------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import base64
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from .. import jars
 from ..config import ENV_PREFIX, Settings
+from ..procs import port_open, wait_exit
 from .broker_security import BrokerSecurity
 from .kafka_conf import Conn, KafkaConnection, KafkaSecurityError, make_client, metadata
 
@@ -132,7 +132,7 @@ class LocalKafka:
         if self.is_running():
             self.wait_ready(timeout)
             return self
-        if _port_open(self.port):
+        if port_open(self.port):
             raise RuntimeError(
                 f"port {self.port} is taken by another process (not the broker of {self.data_dir}); "
                 "stop it, or choose another --port / --bootstrap"
@@ -160,7 +160,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"Kafka exited with code {proc.returncode}:\n{self.log_tail()}")
-            if _port_open(self.port):
+            if port_open(self.port):
                 try:
                     admin, errors = make_client(AdminClient, self.connection)
                     metadata(admin, errors, self.connection, 5)
@@ -179,9 +179,9 @@ class LocalKafka:
             self.pid_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
-        if not _wait_exit(pid, timeout):
+        if not wait_exit(pid, timeout):
             os.kill(pid, signal.SIGKILL)
-            _wait_exit(pid, 10)
+            wait_exit(pid, 10)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -190,7 +190,7 @@ class LocalKafka:
         pid = self.pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-            _wait_exit(pid, 10)
+            wait_exit(pid, 10)
 
     def status(self) -> BrokerStatus:
         pid = self.pid()
@@ -286,53 +286,6 @@ def names_a_broker(bootstrap: str | None, env: dict[str, str] | None = None) -> 
     embedded one is not started: the named broker is someone else's (remote, secured, or the tests')."""
     env = os.environ if env is None else env
     return bootstrap is not None or ENV_PREFIX + "BOOTSTRAP" in env
-
-
-def reachable(bootstrap: str, timeout: float = 0.5) -> bool:
-    """Does the first bootstrap server accept a TCP connection? (no client log spam when it is down)"""
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
-def free_port_pair() -> int:
-    """A port p with p and p + 1 free on 127.0.0.1 (a broker and its controller, see ``_write_config``)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no free pair of ports on 127.0.0.1")
-
-
-def _port_open(port: int) -> bool:
-    return reachable(f"127.0.0.1:{port}")
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)  # reap if it is our child
-            if done == pid:
-                return True
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 # -- topics ------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from typing import TextIO
 from confluent_kafka import KafkaException
 
 from ..config import Settings
-from ..kafka.broker import reachable
 from ..kafka.kafka_conf import KafkaSecurityError
 from ..kafka.producer import SOURCE_KINDS, ProducerStatus, ProducerThread, TradeProducer, make_source, parse_speed
+from ..procs import reachable
 from ..progress import ProgressLine
 
 DEFAULT_PAIRS = ["BTC/USD"]

@@ -98,7 +98,8 @@ def bounded(data_dir: str | Path, bootstrap: str | None = None, topic: str | Non
     With no ``bootstrap``, an embedded broker on a free port under ``data_dir/kafka`` serves the run and stops
     on exit (the one of ``make demo`` on port 19092 is left alone).
     """
-    from ..kafka.broker import LocalKafka, free_port_pair
+    from ..kafka.broker import LocalKafka
+    from ..procs import free_port_pair
 
     data_dir = Path(data_dir)
     if data_dir.exists() and any(data_dir.iterdir()):

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from ..kafka.broker import reachable as broker_reachable
+from ..procs import reachable as broker_reachable
 
 KINDS = ("return_z", "volume_z", "move_pct")
 SIGNAL_COLUMNS = ["ret", "log_ret", "move_pct", "vol", "ret_z", "volume_z", "gap", "gap_pct"]

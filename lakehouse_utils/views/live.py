@@ -27,7 +27,7 @@ import ipywidgets as W
 import pandas as pd
 
 from ..config import Settings
-from ..kafka.broker import reachable
+from ..procs import reachable
 from . import analytics, charts
 from .pipeline_status import PipelineStatus, delta_count, table_counts, topic_offsets
 from .ui import Loop, Panel, pre

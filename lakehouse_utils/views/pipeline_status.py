@@ -12,7 +12,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..config import Settings, table_exists
-from ..kafka.broker import reachable
+from ..procs import reachable
 from . import charts
 from .ui import Loop, Panel, pre
 
