@@ -14,8 +14,8 @@ from deltalake import DeltaTable
 
 from lakehouse_utils.bench.charts import gold_frame
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets
-from lakehouse_utils.kafka.topics import last_messages
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets, last_messages
 from lakehouse_utils.views import analytics
 
 

@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 
 from lakehouse_utils.config import TIMEFRAMES, Settings
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets
+from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer, ensure_topics
+from lakehouse_utils.kafka.topics import end_offsets
 from lakehouse_utils.layers.jobs import Supervisor
 from lakehouse_utils.layers.streaming import join_helpers, wait_until
 from lakehouse_utils.ops.check import BAR_KEY, check, expected_bars, read_table

@@ -13,6 +13,7 @@ from lakehouse_utils.config import Settings
 from lakehouse_utils.engine.spark import get_spark
 from lakehouse_utils.kafka import broker as brokers
 from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets, ensure_topic
 from lakehouse_utils.procs import free_port_pair
 
 N = 1000
@@ -42,9 +43,9 @@ def read_all(bootstrap: str, topic: str) -> list[dict]:
 
 
 def test_kafka_to_delta_available_now(kafka: LocalKafka, spark, topic: str, tmp_path: Path) -> None:
-    brokers.ensure_topic(kafka.bootstrap, topic, partitions=1)
+    ensure_topic(kafka.bootstrap, topic, partitions=1)
     produce_json(kafka.bootstrap, topic, N)
-    assert brokers.end_offsets(kafka.bootstrap, topic) == {0: N}
+    assert end_offsets(kafka.bootstrap, topic) == {0: N}
 
     table = tmp_path / "raw"
     query = (

@@ -30,8 +30,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets, ensure_topic
+from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer
+from lakehouse_utils.kafka.topics import end_offsets, ensure_topic
 from lakehouse_utils.layers.silver import SYMBOL_RE
 from lakehouse_utils.sources.kraken import KrakenV2Source, read_recording
 from lakehouse_utils.sources.replay import ReplayServer

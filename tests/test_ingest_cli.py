@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets
-from lakehouse_utils.kafka.topics import last_messages
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets, last_messages
 from lakehouse_utils.ops import ingest
 
 from .test_producer import read_topic

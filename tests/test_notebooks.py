@@ -13,7 +13,8 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils.config import ENV_PREFIX, table_exists
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets
 from lakehouse_utils.ops.notebooks import bounded_env, is_checked, nbval_command, numbered, run_nbval, run_notebooks
 from lakehouse_utils.views.charts import read_bars
 

@@ -18,7 +18,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from lakehouse_utils.config import TIMEFRAMES, Settings
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets
 from lakehouse_utils.ops.check import check, read_table
 from lakehouse_utils.ops.cli import build_parser, main, settings_from
 from lakehouse_utils.sources.synthetic import SyntheticSource
@@ -169,12 +170,12 @@ def test_partitions_from_flags_and_environment_and_an_existing_topic_is_kept(
     made = f"parts.cli.{uuid.uuid4().hex[:8]}"
     assert main(["topic", "create", "--topic", made, "--partitions", "3", *common]) == 0
     assert capsys.readouterr().out.strip() == f"created {made}"
-    with caplog.at_level(logging.WARNING, logger="lakehouse_utils.kafka.broker"):
+    with caplog.at_level(logging.WARNING, logger="lakehouse_utils.kafka.topics"):
         assert main(["topic", "create", "--topic", made, "--partitions", "2", *common]) == 0
     assert capsys.readouterr().out.strip() == f"exists {made}"
     assert f"topic {made} has 3 partition(s), 2 asked: kept as it is" in caplog.text
     assert sorted(end_offsets(kafka.bootstrap, made)) == [0, 1, 2]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lakehouse_utils.kafka.broker"):
+    with caplog.at_level(logging.WARNING, logger="lakehouse_utils.kafka.topics"):
         assert main(["topic", "create", "--topic", made, "--partitions", "3", *common]) == 0
     assert caplog.text == ""  # the count asked: nothing to say

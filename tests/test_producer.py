@@ -15,8 +15,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from lakehouse_utils.bench.producer import write_recording
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets, ensure_topic
+from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer, make_source
+from lakehouse_utils.kafka.topics import end_offsets, ensure_topic
 from lakehouse_utils.sources.kraken import KrakenV2Source, read_recording
 from lakehouse_utils.sources.replay import ReplayServer
 from lakehouse_utils.sources.synthetic import SyntheticSource

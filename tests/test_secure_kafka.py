@@ -16,10 +16,11 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka.broker import LocalKafka, end_offsets
+from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.kafka.broker_security import BrokerSecurity
 from lakehouse_utils.kafka.kafka_conf import KafkaSecurityError, spark_options
 from lakehouse_utils.kafka.tls import make_test_ca
+from lakehouse_utils.kafka.topics import end_offsets
 from lakehouse_utils.ops.cli import main
 from lakehouse_utils.procs import free_port_pair
 

@@ -28,8 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..kafka.broker import end_offsets
 from ..kafka.producer import ProducerThread, TradeProducer, make_source
+from ..kafka.topics import end_offsets
 from ..procs import free_port_pair
 from ..sources.kraken import read_recording
 from ..sources.replay import SAMPLE_RECORDING

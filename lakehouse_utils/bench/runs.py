@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..kafka.broker import ensure_topic
+from ..kafka.topics import ensure_topic
 from .latency import LOG_APPEND_TIME, GoldPoller, kafka_arrivals, latencies
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..kafka.broker import LocalKafka, ensure_topic
+from ..kafka.broker import LocalKafka
+from ..kafka.topics import ensure_topic
 from ..procs import free_port_pair
 
 # field -> (target, higher is better, unit)

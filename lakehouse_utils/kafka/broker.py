@@ -1,12 +1,11 @@
-"""Embedded Apache Kafka (KRaft, single node) as a child JVM bound to 127.0.0.1, plus topic helpers.
+"""Embedded Apache Kafka (KRaft, single node) as a child JVM bound to 127.0.0.1 (topics: ``topics``).
 
 ``LocalKafka(data_dir, port).start()`` formats the storage dir once, starts ``kafka.Kafka`` with the
 jars from ``lakehouse_utils.jars``, and waits until an AdminClient gets metadata.  The process is
 detached (it outlives a CLI call) and tracked by a pid file, so a second ``start`` on the same data
 dir reuses the running broker, and a start after ``kill -9`` recovers the log and carries on.
 ``security=BrokerSecurity(...)`` makes the client listener SASL and/or TLS (``broker_security``).
-Every client here is configured by ``kafka_conf`` from a ``Settings``, a ``KafkaConnection`` or a bare
-``host:port`` (an unsecured broker).
+Its probes are configured by ``kafka_conf``, over the secured listener if there is one.
 """
 
 from __future__ import annotations
@@ -22,14 +21,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from .. import jars
 from ..config import ENV_PREFIX, Settings
 from ..procs import port_open, wait_exit
 from .broker_security import BrokerSecurity
-from .kafka_conf import Conn, KafkaConnection, KafkaSecurityError, make_client, metadata
+from .kafka_conf import KafkaConnection, KafkaSecurityError, make_client, metadata
 
 log = logging.getLogger(__name__)
 
@@ -286,66 +285,6 @@ def names_a_broker(bootstrap: str | None, env: dict[str, str] | None = None) -> 
     embedded one is not started: the named broker is someone else's (remote, secured, or the tests')."""
     env = os.environ if env is None else env
     return bootstrap is not None or ENV_PREFIX + "BOOTSTRAP" in env
-
-
-# -- topics ------------------------------------------------------------------------------------
-def ensure_topic(conn: Conn, topic: str, partitions: int = 1, retention_ms: int | None = None,
-                 config: dict[str, str] | None = None, timeout: float = 30.0) -> bool:
-    """Create ``topic`` with ``partitions`` if missing; True if it was created.
-
-    An existing topic is left as it is, with a warning if it has another partition count: Kafka cannot take
-    partitions away, and adding some would send a key (a symbol) to another partition, so its new messages
-    could be read before its old ones.  ``conn``: ``Settings`` (with their Kafka security), a
-    ``KafkaConnection``, or an unsecured ``host:port``.
-    """
-    admin, errors = make_client(AdminClient, conn)
-    existing = metadata(admin, errors, conn, timeout).topics.get(topic)
-    if existing is not None:
-        _warn_partitions(topic, len(existing.partitions), partitions)
-        return False
-    conf = dict(config or {})
-    if retention_ms is not None:
-        conf["retention.ms"] = str(retention_ms)
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1, config=conf)])
-    try:
-        futures[topic].result(timeout)
-    except KafkaException as exc:
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
-            raise
-        return False
-    return True
-
-
-def _warn_partitions(topic: str, has: int, asked: int) -> None:
-    """A warning when an existing topic's partition count is not the one asked for (the topic is kept)."""
-    if has and has != asked:
-        log.warning("topic %s has %d partition(s), %d asked: kept as it is (Kafka cannot remove partitions, and "
-                    "adding some would move symbols to other partitions). To get %d: another --topic, or delete "
-                    "this one first.", topic, has, asked, asked)
-
-
-def delete_topics(conn: Conn, topics: list[str], timeout: float = 30.0) -> None:
-    admin, errors = make_client(AdminClient, conn)
-    existing = metadata(admin, errors, conn, timeout).topics
-    todo = [t for t in topics if t in existing]
-    for fut in admin.delete_topics(todo).values() if todo else []:
-        fut.result(timeout)
-
-
-def end_offsets(conn: Conn, topic: str, timeout: float = 10.0) -> dict[int, int]:
-    """``{partition: high watermark}`` of a topic (0 for an empty partition)."""
-    consumer, errors = make_client(Consumer, conn, **{"group.id": "lakehouse-offsets", "enable.auto.commit": False})
-    try:
-        meta = metadata(consumer, errors, conn, timeout, topic).topics[topic]
-        if meta.error is not None:
-            raise KafkaException(meta.error)
-        out = {}
-        for p in sorted(meta.partitions):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            out[p] = high
-        return out
-    finally:
-        consumer.close()
 
 
 if __name__ == "__main__":  # python -m lakehouse_utils.kafka.broker [data_dir] [port]

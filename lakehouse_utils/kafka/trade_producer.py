@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ..sources.trades import SCHEMA_VERSION, Rejected, Trade
-from .broker import ensure_topic
 from .kafka_conf import Conn, client_config, connection
+from .topics import ensure_topic
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -381,7 +381,7 @@ def _bar_label(r: pd.Series) -> str:
 
 # -- the whole check ---------------------------------------------------------------------------------
 def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int] | None:
-    from ..kafka.broker import end_offsets
+    from ..kafka.topics import end_offsets
     from ..procs import reachable
 
     if not reachable(settings.bootstrap):

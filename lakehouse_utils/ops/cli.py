@@ -327,10 +327,10 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("topic")
 def _topic(args: argparse.Namespace, settings: Settings) -> int:
-    from ..kafka import broker
+    from ..kafka.topics import ensure_topic
 
     if args.action == "create":
-        created = broker.ensure_topic(settings, settings.topic, settings.partitions, settings.retention_ms)
+        created = ensure_topic(settings, settings.topic, settings.partitions, settings.retention_ms)
         print(("created " if created else "exists ") + settings.topic)
     elif args.action == "list":
         from confluent_kafka.admin import AdminClient

@@ -196,8 +196,9 @@ def run_cluster_demo(settings: Settings, spec: ClusterSpec | None = None, *, clu
     commits (the slow test kills a worker there)."""
     from dataclasses import replace
 
-    from ..kafka.broker import LocalKafka, ensure_topic
+    from ..kafka.broker import LocalKafka
     from ..kafka.producer import ensure_topics
+    from ..kafka.topics import ensure_topic
     from .check import check
 
     spec = spec or ClusterSpec()

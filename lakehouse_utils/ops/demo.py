@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TIMEFRAMES, Settings, table_exists
-from ..kafka.broker import LocalKafka, end_offsets
+from ..kafka.broker import LocalKafka
+from ..kafka.topics import end_offsets
 from ..layers.jobs import Supervisor
 from ..layers.streaming import flow_of, join_helpers, parse_delay, progress_of
 from ..progress import ProgressLine

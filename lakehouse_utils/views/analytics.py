@@ -210,8 +210,8 @@ def _publish(rows: list[dict], settings: Settings, timeout: float) -> None:
     """Each alert as JSON (key = alert_id) to ``settings.alerts_topic``; raises unless all are acked."""
     from confluent_kafka import Producer
 
-    from ..kafka.broker import ensure_topic
     from ..kafka.kafka_conf import client_config
+    from ..kafka.topics import ensure_topic
 
     if (settings.bootstrap, settings.alerts_topic) not in _topics_ready:
         ensure_topic(settings, settings.alerts_topic, retention_ms=settings.retention_ms)
@@ -274,7 +274,7 @@ def write_alerts(alerts: pd.DataFrame, settings: Settings, publish: bool = True,
 
 def alert_counts(settings: Settings) -> dict[str, int]:
     """Rows in the alerts table and messages on the alerts topic (-1: broker unreachable or no topic)."""
-    from ..kafka.broker import end_offsets
+    from ..kafka.topics import end_offsets
 
     table = len(read_alerts(settings))
     if not broker_reachable(settings.bootstrap):

@@ -51,8 +51,8 @@ def topic_offsets(settings: Settings, timeout: float = 3.0) -> dict[str, int | N
     """Messages per topic (sum of the end offsets); None if the topic or the broker is not there."""
     from confluent_kafka.admin import AdminClient
 
-    from ..kafka.broker import end_offsets
     from ..kafka.kafka_conf import make_client, metadata
+    from ..kafka.topics import end_offsets
 
     topics = [settings.topic, settings.dlq_topic, settings.alerts_topic]
     if not reachable(settings.bootstrap):
