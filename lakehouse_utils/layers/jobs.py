@@ -1,19 +1,17 @@
-"""Running a streaming query from the CLI (progress line, Ctrl-C, bounded runs) and the dev reset."""
+"""Running streaming queries: one from the CLI (progress line, Ctrl-C, bounded runs) or several under a
+:class:`Supervisor` that restarts a query failed on a Kafka error."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import re
-import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 
-from ..config import Settings
 from ..progress import ProgressLine
 from .streaming import join_helpers, progress_of
 
@@ -124,25 +122,3 @@ class Supervisor:
             self.messages.append(message)
             self.say(message)
             self.queries[name] = self.starts[name]()
-
-
-def reset_targets(settings: Settings, broker: bool = False) -> list[Path]:
-    """What ``lakehouse reset`` deletes: checkpoints, every table, reports (and the broker data if asked)."""
-    paths = [settings.checkpoints, settings.bronze, settings.silver, settings.quarantine, settings.gold,
-             settings.reports]
-    if broker:
-        paths.append(settings.broker_dir)
-    return [p for p in paths if p.exists()]
-
-
-def reset(settings: Settings, broker: bool = False) -> list[Path]:
-    if broker:
-        from ..kafka.broker import LocalKafka
-
-        LocalKafka(settings.broker_dir).stop()
-    targets = reset_targets(settings, broker)
-    for path in targets:
-        shutil.rmtree(path)
-        if path.parent != settings.data_dir and path.parent.is_dir() and not any(path.parent.iterdir()):
-            path.parent.rmdir()  # data/bronze, data/silver once their tables are gone
-    return targets

@@ -277,7 +277,7 @@ def _cluster(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("reset")
 def _reset(args: argparse.Namespace, settings: Settings) -> int:
-    from ..layers.jobs import reset, reset_targets
+    from .reset import reset, reset_targets
 
     targets = reset_targets(settings, broker=args.broker)
     if not targets:
