@@ -10,10 +10,8 @@ queue is full (say the broker is down), :meth:`TradeProducer.send` blocks the ca
 without limit, and never drops a message it accepted. A trade the broker refuses for good (e.g.
 ``MSG_SIZE_TOO_LARGE``) goes to the dead-letter topic with that reason.
 
-Speed (100k trades/s from one Python thread): trades go through a librdkafka producer that
-reports failures only (``delivery.report.only.error``), so no Python runs per delivered
-message; ``delivered`` is derived from what was accepted, what librdkafka still holds and what
-failed. Dead letters go through a second producer, created on the first one, with a report each.
+What became of the accepted messages (counters, ``delivered``, time blocked, the client's last error) is kept
+by :class:`~lakehouse_utils.kafka.delivery.DeliveryBook`, which :class:`TradeProducer` inherits.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ..sources.trades import SCHEMA_VERSION, Rejected, Trade
+from .delivery import DeliveryBook, error_text
 from .kafka_conf import Conn, client_config, connection
 from .topics import ensure_topic
 
@@ -53,7 +52,6 @@ PERMANENT_ERRORS = frozenset({
     KafkaError.INVALID_TIMESTAMP,
 })
 
-CLIENT_ERROR_FRESH_S = 30.0  # a client error older than this no longer explains a blocked send()
 _BACKOFF_POLL_S = 0.05  # how long a blocked send() waits for room before retrying
 # send() serves librdkafka's reports (failures, logs) itself every this many messages: a poll per
 # message costs a GIL round trip, and there is nothing to serve while all goes well.
@@ -64,17 +62,14 @@ Callback = Callable[[KafkaError | None, Any], None]
 Headers = list[tuple[str, bytes]]
 
 
-def _error_text(err: KafkaError | Exception) -> str:
-    if isinstance(err, KafkaError):
-        return f"{err.name()}: {err.str()}"
-    return str(err)
-
-
-class TradeProducer:
+class TradeProducer(DeliveryBook):
     """Idempotent Kafka producer for trades (``topic``) and rejects (``dlq_topic``).
 
     ``send``/``reject``/``flush``/``close`` belong to one thread (the sending one); ``counters``,
     ``in_flight``, ``delivered`` and ``poll(drain=False)`` may be called from any thread.
+    Speed (100k trades/s from one Python thread): the trades' producer reports failures only
+    (``delivery.report.only.error``), so no Python runs per delivered message (see ``delivery``); dead letters
+    go through a second producer, created on the first one, with a report each.
     """
 
     def __init__(
@@ -121,7 +116,7 @@ class TradeProducer:
         # trades: failures are reported, successes are not (see ``delivered``)
         self._producer: Producer | None = Producer({**self.config, "delivery.report.only.error": True})
         self._dlq_producer: Producer | None = None  # made on the first dead letter; reports every message
-        self._lock = threading.Lock()  # counters of the rare paths (errors, dead letters, blocking)
+        self._init_book()  # the counters (delivery.DeliveryBook)
         # Reports run inside poll()/flush(): one thread at a time, so the counters they bump need no lock.
         self._serve_lock = threading.Lock()
         self._unserved = 0  # messages sent since reports were last served
@@ -129,22 +124,6 @@ class TradeProducer:
         self._per_source: dict[str, tuple[Headers, Callback]] = {}  # headers and report callback, built once
         self._failed: deque[Rejected] = deque()  # permanent failures waiting to go to the DLQ
         self._started = not ensure_topics
-        # counters (trades topic unless named dlq_*)
-        self.sent = 0  # trades accepted into the queue
-        self.dlq_sent = 0  # rejects accepted into the queue for the DLQ
-        self.dlq_delivered = 0
-        self.dead_lettered = 0  # trades the broker refused for good, re-routed to the DLQ
-        self.delivery_errors = 0  # messages lost: timed out, purged on close, DLQ failures
-        self.not_accepted = 0  # send() gave up because the stop event was set while blocked
-        self.backpressure_waits = 0  # sends that found the queue full
-        self._trade_failures = 0  # trades reported failed (dead-lettered or lost)
-        self._left_at_close = 0  # trades still in librdkafka when it was let go (no report will come)
-        self._delivered = 0  # the highest value ``delivered`` returned
-        self._blocked_total = 0.0
-        self._blocked_since: float | None = None
-        self.last_error: str | None = None
-        self.client_error: str | None = None  # the last error of the client itself (not of a message)
-        self._client_error_at = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> TradeProducer:
@@ -170,22 +149,6 @@ class TradeProducer:
     def in_flight(self) -> int:
         """Accepted messages not yet delivered or reported failed (plus failures awaiting the DLQ)."""
         return sum(len(p) for p in self._producers()) + len(self._failed)
-
-    @property
-    def delivered(self) -> int:
-        """Trades acknowledged by the broker: accepted - still held by librdkafka - reported failed.
-
-        Exact once everything is settled (after flush/close). While trades flow it can lag a little
-        (librdkafka's count also holds pending log/error events), never run ahead, and never decreases.
-        """
-        sent = self.sent  # read before the queue: a trade accepted in between is then only undercounted
-        producer = self._producer
-        held = len(producer) if producer is not None else self._left_at_close
-        value = sent - held - self._trade_failures  # failures after held: a report served in between counts twice
-        with self._lock:
-            if value > self._delivered:
-                self._delivered = value
-            return self._delivered
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait until every accepted message is delivered or failed (DLQ hand-offs included).
@@ -297,46 +260,6 @@ class TradeProducer:
         """Seconds since reports were last served."""
         return time.monotonic() - self._served_at
 
-    @property
-    def blocked_s(self) -> float:
-        """Seconds send() spent waiting for room in the queue (including a wait going on now)."""
-        since = self._blocked_since
-        return self._blocked_total + (time.monotonic() - since if since is not None else 0.0)
-
-    @property
-    def blocked_for(self) -> float | None:
-        """Seconds the wait for room going on now has lasted (``None``: send() is not blocked)."""
-        since = self._blocked_since
-        return None if since is None else time.monotonic() - since
-
-    def broker_problem(self, within_s: float = CLIENT_ERROR_FRESH_S) -> str | None:
-        """The client's last error (e.g. ``_TRANSPORT: ... Connection refused``) if it is recent, else None.
-
-        librdkafka reports a broker it cannot reach at every reconnect attempt (at least every
-        ``reconnect.backoff.max.ms``, 10 s), so an error older than ``within_s`` is over.
-        """
-        error = self.client_error
-        return error if error is not None and time.monotonic() - self._client_error_at < within_s else None
-
-    def counters(self) -> dict[str, Any]:
-        delivered = self.delivered
-        with self._lock:
-            return {
-                "sent": self.sent,
-                "delivered": delivered,
-                "dlq_sent": self.dlq_sent,
-                "dlq_delivered": self.dlq_delivered,
-                "dead_lettered": self.dead_lettered,
-                "delivery_errors": self.delivery_errors,
-                "not_accepted": self.not_accepted,
-                "backpressure_waits": self.backpressure_waits,
-                "blocked_s": self.blocked_s,
-                "blocked_for": self.blocked_for,
-                "in_flight": self.in_flight,
-                "last_error": self.last_error,
-                "broker_problem": self.broker_problem(),
-            }
-
     # ---- internals --------------------------------------------------------------------------
 
     def _require_open(self) -> Producer:
@@ -410,12 +333,9 @@ class TradeProducer:
                     return _QUEUED
                 except BufferError:
                     if blocked_since is None:
-                        blocked_since = self._blocked_since = time.monotonic()
-                        with self._lock:
-                            self.backpressure_waits += 1
+                        blocked_since = self._blocked()
                     if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() > deadline):
-                        with self._lock:
-                            self.not_accepted += 1
+                        self._gave_up()
                         return _STOPPED
                     self._serve(_BACKOFF_POLL_S)
                 except KafkaException as exc:
@@ -427,9 +347,7 @@ class TradeProducer:
                     return _DEAD
         finally:
             if blocked_since is not None:
-                with self._lock:
-                    self._blocked_total += time.monotonic() - blocked_since
-                    self._blocked_since = None
+                self._unblocked(blocked_since)
 
     def _dead_letter(self, err: KafkaError, value: str | bytes | None, source: str) -> None:
         raw = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else (value or "")
@@ -437,7 +355,7 @@ class TradeProducer:
                             source=source or "producer", received_at=datetime.now(UTC))
         with self._lock:
             self.dead_lettered += 1
-            self.last_error = _error_text(err)
+            self.last_error = error_text(err)
         self._failed.append(rejected)
 
     def _drain_failed(self, deadline: float | None = None) -> None:
@@ -453,22 +371,7 @@ class TradeProducer:
         if err.code() in PERMANENT_ERRORS:
             self._dead_letter(err, msg.value(), source)
             return
-        with self._lock:
-            self.delivery_errors += 1
-            self.last_error = _error_text(err)
-
-    def _on_client_error(self, err: KafkaError) -> None:
-        """librdkafka's error callback (run inside poll/flush): the broker down, a refused login ..."""
-        self.client_error = _error_text(err)
-        self._client_error_at = time.monotonic()
-
-    def _on_dlq_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            self.dlq_delivered += 1  # callbacks run under _serve_lock: no other writer
-            return
-        with self._lock:
-            self.delivery_errors += 1
-            self.last_error = f"DLQ {_error_text(err)}"
+        self._lost(err)
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
