@@ -122,7 +122,7 @@ def test_a_partition_bronze_holds_nothing_of_is_all_lag() -> None:
     """Partitions come from the topic's end offsets too: one Bronze never read is not left out of the report."""
     import pandas as pd
 
-    from lakehouse_utils.ops.check import check_bronze
+    from lakehouse_utils.ops.reconcile import check_bronze
 
     bronze = pd.DataFrame({"topic": "t", "partition": [0, 0, 2], "offset": [0, 1, 0]})
     findings, facts = check_bronze(bronze, {("t", 0): 2, ("t", 1): 7, ("t", 2): 3})
