@@ -150,8 +150,8 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
     """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
     from .gold_writer import GoldWriter, start_idle_finalizer
 
-    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
+    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,), checkpoint)
     ensure_tables(spark, settings)
 
     def run(batch: DataFrame, batch_id: int, app_id: str, stats) -> None:
