@@ -52,6 +52,10 @@ class Secret:
         return Secret, (self._value,)
 
 
+class FlowConflict(RuntimeError):
+    """A query would write tables that a query of the other flow (pipeline / layer by layer) has written."""
+
+
 def table_exists(path: str | Path) -> bool:
     """Is there a Delta table at ``path`` (a ``_delta_log`` folder)?"""
     return (Path(path) / "_delta_log").is_dir()

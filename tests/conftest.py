@@ -1,7 +1,14 @@
-"""Shared fixtures: one real embedded Kafka broker and one real SparkSession per test session."""
+"""Shared fixtures: one real embedded Kafka broker and one real SparkSession per test session.
+
+Every test also runs in a working directory and a default data dir of its own (``LAKEHOUSE_DATA_DIR``), and
+fails if it touched the repository's ``data/`` (what ``make demo`` and a user's work leave there): a test
+that passes only on a clean clone, or only after the demo, is not hermetic.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +18,66 @@ import pytest
 from lakehouse_utils.config import Settings
 from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.procs import free_port_pair
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+# what the browser tests leave for people to look at (screenshots, server logs): written there, never read back
+ARTIFACTS = REPO_DATA / "executed"
+_PATH_EVENTS = {"open", "os.listdir", "os.scandir", "os.mkdir", "os.remove", "os.rmdir", "os.rename",
+                "os.truncate", "shutil.rmtree", "shutil.copytree", "shutil.move"}
+_touched: list[str] | None = None  # while a test runs: paths under data/ that it opened, listed or changed
+
+
+def _in_repo_data(path: object) -> bool:
+    if isinstance(path, int) or path is None:
+        return False
+    try:
+        full = Path(os.fsdecode(path)).absolute()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return (full == REPO_DATA or REPO_DATA in full.parents) and not (full == ARTIFACTS or ARTIFACTS in full.parents)
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _touched is not None and event in _PATH_EVENTS and args and _in_repo_data(args[0]):
+        _touched.append(f"{event} {args[0]}")
+
+
+sys.addaudithook(_audit)  # this process's file access; other processes are caught by the fingerprint below
+
+
+def _fingerprint() -> dict[str, tuple[int, int]]:
+    """Every file under the repository's data/ (but the test artifacts): (size, mtime)."""
+    out: dict[str, tuple[int, int]] = {}
+    for root, dirs, files in os.walk(REPO_DATA):
+        if Path(root) == REPO_DATA and "executed" in dirs:
+            dirs.remove("executed")
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            out[os.path.join(root, name)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The test's own working directory and default data dir; it fails if it touched the repository's data/."""
+    global _touched
+    data = tmp_path / "default-data"
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    before = _fingerprint()
+    _touched = []
+    try:
+        yield data
+    finally:
+        touched, _touched = _touched, None
+    after = _fingerprint()
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    if touched or changed:
+        pytest.fail(f"the test touched the repository's data dir {REPO_DATA} (tests run in their own data dir):\n"
+                    + "\n".join((touched + [f"changed {p}" for p in changed])[:20]))
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,11 @@ def rows(path: Path) -> int:
     return len(DeltaTable(str(path)).to_pandas())
 
 
-def test_seed_commands_build_every_layer_then_reset(kafka: LocalKafka, spark, topic: str, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_seed_commands_build_every_layer_then_reset(kafka: LocalKafka, spark, topic: str, tmp_path: Path, hour,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    demo, _ = hour  # as after `make demo`: the default data dir holds the one-query pipeline's tables
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(demo.data_dir))
     d = tmp_path / "data"
     common = ["--bootstrap", kafka.bootstrap, "--topic", topic]
     assert main(["ingest", "--source", "synthetic", "--pair", "XBT/USDT", "--pair", "ETH/USD", "--n-trades", "400",
@@ -45,7 +48,21 @@ def test_seed_commands_build_every_layer_then_reset(kafka: LocalKafka, spark, to
     assert main(["topic", "consume", *common, "-n", "3"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
+    # the same commands pointed at the demo's own tables are refused, with one line, whatever checkpoint they get
+    versions = {t: DeltaTable(str(t)).version() for t in (demo.bronze, demo.silver, demo.bars_table("1m"))}
+    for argv in (["bronze", *common, "--out", str(demo.bronze), "--checkpoint", str(d / "checkpoints/b")],
+                 ["silver", "--bronze", str(demo.bronze), "--silver", str(demo.silver)],
+                 ["gold", "--silver", str(demo.silver), "--gold", str(demo.gold / "bars_1m"),
+                  "--checkpoint", str(d / "checkpoints/g")]):
+        capsys.readouterr()
+        assert main([*argv, "--available-now"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "built by the one-query pipeline" in err, err
+        assert str(demo.checkpoint("kafka_to_gold")) in err and "Traceback" not in err
+    assert {t: DeltaTable(str(t)).version() for t in versions} == versions
+
     assert main(["reset", "--data-dir", str(d), "--yes"]) == 0
     assert not (d / "bronze").exists() and not (d / "checkpoints").exists() and not (d / "gold").exists()
+    assert demo.bronze.exists()
 
 

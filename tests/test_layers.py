@@ -246,19 +246,61 @@ def test_one_query_pipeline_batch_is_exact_after_a_crash_between_silver_and_gold
     assert bar[0]["volume"] == pytest.approx(6.0)
 
 
-def test_a_data_dir_runs_one_flow(tmp_path: Path) -> None:
-    from lakehouse_utils.layers import pipeline
+def _checkpoint(settings: Settings, name: str) -> str:
+    """A checkpoint as Spark leaves it (its query id in ``metadata``); returns the query id."""
+    import uuid
+
+    qid = str(uuid.uuid4())
+    (settings.checkpoint(name) / "offsets").mkdir(parents=True)
+    (settings.checkpoint(name) / "metadata").write_text(json.dumps({"id": qid}) + "\n")
+    return qid
+
+
+def _commit(path: Path, layer: str, qid: str) -> None:
+    """One row committed as a query of that checkpoint commits it: app id ``<layer>-<query id>``."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from lakehouse_utils.layers import delta_io
+
+    schema = pa.schema(DeltaTable(str(path)).schema().to_arrow())
+    assert delta_io.append(path, pa.Table.from_pylist([{}], schema), f"{layer}-{qid}", 0)
+
+
+def test_a_set_of_tables_is_run_by_one_flow(tmp_path: Path) -> None:
+    """The tables say which checkpoints wrote them: only those refuse a query of the other flow."""
+    from lakehouse_utils.config import FlowConflict
+    from lakehouse_utils.layers import bronze, pipeline
     from lakehouse_utils.layers.streaming import LAYER_CHECKPOINTS, check_flow, flow_of
 
-    settings = Settings(data_dir=tmp_path)
-    check_flow(settings, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)  # a new data dir: either flow may start
-    assert flow_of(settings) is None
-    (settings.checkpoint(pipeline.CHECKPOINT) / "offsets").mkdir(parents=True)
-    assert flow_of(settings) == "pipeline"
-    with pytest.raises(RuntimeError, match="built by the one-query pipeline.*lakehouse reset"):
-        check_flow(settings, silver.CHECKPOINT, (pipeline.CHECKPOINT,))
+    demo = Settings(data_dir=tmp_path / "data")  # as `make demo` leaves ./data
+    check_flow(demo, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)  # a new data dir: either flow may start
+    assert flow_of(demo) is None
+    gold.ensure_tables(None, demo)
+    qid = _checkpoint(demo, pipeline.CHECKPOINT)
+    assert flow_of(demo) == "pipeline"
+    check_flow(demo, silver.CHECKPOINT, (pipeline.CHECKPOINT,))  # a checkpoint that wrote nothing owns nothing
+    for table, layer in ((demo.bronze, "bronze"), (demo.silver, "silver"), (demo.bars_table("1m"), "gold")):
+        _commit(table, layer, qid)
+
+    for layer in (bronze, silver, gold):  # each layer on the demo's tables: refused, naming tables and checkpoint
+        with pytest.raises(FlowConflict, match=f"built by the one-query pipeline.*{pipeline.CHECKPOINT}.*reset"):
+            check_flow(demo, layer.CHECKPOINT, (pipeline.CHECKPOINT,))
+    elsewhere = tmp_path / "mine" / "checkpoints" / bronze.CHECKPOINT  # ... with a checkpoint elsewhere, too
+    with pytest.raises(FlowConflict, match=str(demo.bronze)):
+        check_flow(demo, bronze.CHECKPOINT, (pipeline.CHECKPOINT,), elsewhere)
+
+    # the seed's commands with their own paths, the demo's data dir as the default one: the demo's checkpoint
+    # is looked at (it is in the default checkpoint folder) but did not write these tables
+    mine = demo.with_(bronze_path=tmp_path / "mine/bronze/crypto_trades", silver_path=tmp_path / "mine/silver/trades",
+                      gold_path=tmp_path / "mine/gold")
+    gold.ensure_tables(None, mine)
+    for layer in (bronze, silver, gold):
+        check_flow(mine, layer.CHECKPOINT, (pipeline.CHECKPOINT,), tmp_path / "mine/checkpoints" / layer.CHECKPOINT)
+
     layered = Settings(data_dir=tmp_path / "layered")
-    (layered.checkpoint(silver.CHECKPOINT) / "offsets").mkdir(parents=True)
+    gold.ensure_tables(None, layered)
+    _commit(layered.silver, "silver", _checkpoint(layered, silver.CHECKPOINT))
     assert flow_of(layered) == "layers"  # the demo keeps to the layer queries on such a data dir
-    with pytest.raises(RuntimeError, match="built layer by layer.*bronze_to_silver_trades"):
+    with pytest.raises(FlowConflict, match=f"built layer by layer.*{silver.CHECKPOINT}"):
         check_flow(layered, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)

@@ -100,8 +100,8 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
     its state-reconstruction job per batch.
     """
     ensure_bronze(spark, settings)
-    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
+    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,), checkpoint)
     repair_checkpoint(checkpoint)
     app_id: list[str] = []
     stats = LayerStats()

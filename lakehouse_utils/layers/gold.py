@@ -105,8 +105,8 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
 def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = None,
                checkpoint: str | Path | None = None) -> StreamingQuery:
     """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
-    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
+    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,), checkpoint)
     ensure_tables(spark, settings)
 
     def run(batch: DataFrame, batch_id: int, app_id: str, stats) -> None:

@@ -72,8 +72,8 @@ def start_pipeline(spark: SparkSession, settings: Settings, trigger: str | None 
                    checkpoint: str | Path | None = None, fail_on_data_loss: bool = True) -> StreamingQuery:
     """Kafka topic -> Bronze, Silver (+ quarantine) and Gold (1m, 5m, 1h, late trades) in one query."""
     gold.ensure_tables(spark, settings)
-    check_flow(settings, CHECKPOINT, LAYER_CHECKPOINTS)
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
+    check_flow(settings, CHECKPOINT, LAYER_CHECKPOINTS, checkpoint)
     repair_checkpoint(checkpoint)
     stats = LayerStats()
 

@@ -261,8 +261,8 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
                  checkpoint: str | Path | None = None) -> StreamingQuery:
     """Bronze (Delta stream) -> ``settings.silver`` + ``settings.quarantine``."""
     ensure_tables(spark, settings)
-    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,))
     checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
+    check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,), checkpoint)
     return start_delta_foreach_batch(
         spark, settings.bronze, QUERY_NAME, checkpoint, trigger or settings.trigger,
         lambda batch, batch_id, app_id, stats: process_batch(batch, batch_id, settings, app_id, stats),

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
-from ..config import table_exists
+from ..config import FlowConflict, table_exists
 
 AVAILABLE_NOW = "available-now"
 # A Silver or Gold micro-batch is brought to the driver as Arrow: a catch-up is cut into batches of about
@@ -27,9 +27,14 @@ MAX_BYTES_PER_TRIGGER = "64m"
 
 # A data dir's tables are built either by the one-query pipeline (``lakehouse demo``, ``pipeline.py``) or by
 # the three layer queries (notebooks 02-04, ``lakehouse bronze|silver|gold``); each keeps its own position in
-# the topic, so both on one data dir would write Bronze twice and fold trades into Gold twice.
+# the topic, so both on one set of tables would write Bronze twice and fold trades into Gold twice.
 PIPELINE_CHECKPOINT = "kafka_to_gold"
 LAYER_CHECKPOINTS = ("kafka_to_bronze_trades", "bronze_to_silver_trades", "silver_to_gold_bars")
+# The layers whose tables each checkpoint's query writes; every commit carries the app id
+# "<layer>-<the checkpoint's query id>" (``app_id_for``), so a table tells which checkpoints wrote it.
+WRITES: dict[str, tuple[str, ...]] = {
+    LAYER_CHECKPOINTS[0]: ("bronze",), LAYER_CHECKPOINTS[1]: ("silver",), LAYER_CHECKPOINTS[2]: ("gold",),
+    PIPELINE_CHECKPOINT: ("bronze", "silver", "gold")}
 
 
 def flow_of(settings: Any) -> str | None:
@@ -41,19 +46,55 @@ def flow_of(settings: Any) -> str | None:
     return None
 
 
-def check_flow(settings: Any, mine: str, others: tuple[str, ...] | list[str]) -> None:
-    """Refuse to start checkpoint ``mine`` on a data dir the other flow (``others``' checkpoints) has run."""
-    found = [n for n in others if n != mine and (settings.checkpoint(n) / "offsets").is_dir()]
+def _layer_table(settings: Any, layer: str) -> Path:
+    return {"bronze": settings.bronze, "silver": settings.silver}.get(layer) or settings.bars_table("1m")
+
+
+def _roots(settings: Any, checkpoint: str | Path | None, tables: list[Path]) -> list[Path]:
+    """Where checkpoints that may have written ``tables`` live: beside the checkpoint given, the settings'
+    checkpoint folder, and ``<data>/checkpoints`` of each table's data dir (``<data>/<layer>/<table>``)."""
+    found = [Path(checkpoint).parent] if checkpoint else []
+    found += [Path(settings.checkpoints), *(t.parent.parent / "checkpoints" for t in tables)]
+    unique: dict[Path, Path] = {}
+    for root in found:
+        unique.setdefault(root.resolve(), root)
+    return list(unique.values())
+
+
+def check_flow(settings: Any, mine: str, others: tuple[str, ...] | list[str],
+               checkpoint: str | Path | None = None) -> None:
+    """Refuse to start checkpoint ``mine`` (at ``checkpoint``, default under ``settings``) when a table it
+    writes holds commits of a checkpoint of the other flow (``others``).
+
+    Which tables and checkpoints belong together comes from the tables themselves (each commit's app id
+    names the checkpoint's query id), so the demo's checkpoints in the default data dir never stop a job that
+    writes tables elsewhere, and a job pointed at the demo's tables is refused whatever checkpoint it is given.
+    """
+    from . import delta_io
+
+    tables = {layer: _layer_table(settings, layer) for layer in WRITES[mine]}
+    found: list[tuple[Path, list[Path]]] = []
+    for root in _roots(settings, checkpoint, list(tables.values())):
+        for other in others:
+            qid = query_id_of(root / other)
+            if other == mine or qid == "no-checkpoint":
+                continue
+            wrote = [tables[layer] for layer in WRITES[other] if layer in tables and table_exists(tables[layer])
+                     and delta_io.applied_batch(tables[layer], f"{layer}-{qid}") >= 0]
+            if wrote:
+                found.append((root / other, wrote))
     if not found:
         return
-    by_pipeline = PIPELINE_CHECKPOINT in found
+    by_pipeline = any(ck.name == PIPELINE_CHECKPOINT for ck, _ in found)
     built, starting = ("by the one-query pipeline (lakehouse demo)", "layer by layer") if by_pipeline else \
         ("layer by layer (notebooks 02-04 or lakehouse bronze/silver/gold)", "as one query (lakehouse demo)")
-    raise RuntimeError(
-        f"{settings.data_dir} was built {built}: its checkpoint(s) {', '.join(found)} hold the tables' position "
-        f"in the topic, and running it {starting} as well would write Bronze twice and count trades in Gold "
-        f"twice. Keep to the flow that built it, use another --data-dir, or `lakehouse reset` (the tables are "
-        f"rebuilt from Kafka).")
+    written = sorted({str(t) for _, ts in found for t in ts})
+    raise FlowConflict(
+        f"{', '.join(written)} {'was' if len(written) == 1 else 'were'} built {built}: checkpoint(s) "
+        f"{', '.join(str(ck) for ck, _ in found)} hold the tables' position in the topic, and running them "
+        f"{starting} as well would write Bronze twice and count trades in Gold twice. Keep to the flow that "
+        f"built them, write to other tables (another --data-dir), or `lakehouse reset` (the tables are rebuilt "
+        f"from Kafka).")
 
 
 _UNITS = {"ms": 0.001, "millisecond": 0.001, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
+from ..config import FlowConflict, Settings
 from ..kafka.kafka_conf import KafkaSecurityError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except KafkaSecurityError as exc:  # a refused login or TLS handshake: a line, not a traceback
+    except (KafkaSecurityError, FlowConflict) as exc:  # a refused login, or tables of the other flow: a line
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
