@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     from ..ops.check import check
     from ..sources.synthetic import SyntheticSource
 
-    settings = Settings(data_dir=data, bootstrap=bootstrap, topic=f"bench.catchup.{int(time.time())}.{partitions}p",
+    topic = f"bench.catchup.{uuid.uuid4().hex[:8]}.{partitions}p"  # a new topic each run, even two in one second
+    settings = Settings(data_dir=data, bootstrap=bootstrap, topic=topic,
                         spark_ui=False, max_offsets_per_trigger=per_trigger, partitions=partitions,
                         spark_master=master or Settings().spark_master)
     ensure_topics(settings)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -242,9 +242,9 @@ def table(results: dict[str, Any]) -> str:
 
 def run(root: Path, only: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
-    for sub in ("runs", "logs"):
+    for sub in ("runs", "logs", "kafka"):
         shutil.rmtree(root / sub, ignore_errors=True)
-    kafka = LocalKafka(root / "runs" / "kafka", free_port_pair())
+    kafka = LocalKafka(root / "kafka", free_port_pair())
     kafka.start()
     ctx = Context(root / "runs", kafka, quick)
     results: dict[str, Any] = {}
@@ -255,7 +255,12 @@ def run(root: Path, only: list[str] | None = None, quick: bool = False) -> dict[
                 continue
             print(f"[bench] {name} ...", flush=True)
             t0 = time.monotonic()
-            out = fn(ctx)
+            # a data dir (tables, checkpoints, logs) of its own, new for this measurement: nothing one leaves
+            # behind (a checkpoint of another topic, say) can reach the next; the broker is shared, topics are new
+            own = ctx.root / name
+            shutil.rmtree(own, ignore_errors=True)
+            own.mkdir(parents=True)
+            out = fn(replace(ctx, root=own))
             timings[name] = round(time.monotonic() - t0, 1)
             for k, v in out.items():
                 print(f"[bench]   {k} = {v}", flush=True)
