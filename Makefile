@@ -66,12 +66,12 @@ cluster-demo: setup
 
 # Every numbered notebook in order (papermill), executed copies in $(DATA)/executed
 notebooks: setup
-	$(PY) -m lakehouse_utils.notebooks --data-dir $(DATA) --stop-broker
+	$(PY) -m lakehouse_utils.ops.notebooks --data-dir $(DATA) --stop-broker
 
 # The numbered notebooks as stored, under nbval (as CI runs them): a new $(DATA)/nbval, its own broker and topic;
 # the cells marked NBVAL_CHECK_OUTPUT must print what is stored in them
 nbval: setup
-	$(PY) -m lakehouse_utils.notebooks --nbval --data-dir $(DATA)
+	$(PY) -m lakehouse_utils.ops.notebooks --nbval --data-dir $(DATA)
 
 # The live dashboard (Voila) on http://$(BIND_HOST):$(DASHBOARD_PORT) (127.0.0.1:8866): candles, alerts, pipeline status of $(DATA)
 dashboard: setup

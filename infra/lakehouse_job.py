@@ -11,7 +11,7 @@ keeps the submitted master and configuration and adds no local jars.  Paths are 
 
 import sys
 
-from lakehouse_utils.cli import main
+from lakehouse_utils.ops.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 Precedence: defaults < ``LAKEHOUSE_*`` environment variables < explicit arguments (CLI flags).
 Every path derives from ``data_dir`` unless set on its own, so one ``--data-dir`` moves everything.
 Kafka security (``kafka_*``) may also come from a properties file (``kafka_properties``), below every
-``LAKEHOUSE_KAFKA_*`` variable; ``lakehouse_utils.kafka_conf`` turns it into client configurations.
+``LAKEHOUSE_KAFKA_*`` variable; ``lakehouse_utils.kafka.kafka_conf`` turns it into client configurations.
 Passwords are :class:`Secret`: masked in ``repr``/``str``, revealed only where a client is configured.
 """
 

@@ -119,7 +119,7 @@ CHART_JS = """(root) => {
                    low: Array.from(t.low || []), close: Array.from(t.close || [])};
   }
   out._title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
-  const d = gd.dataset;  // what the LiveFigure view counted (lakehouse_utils/live_figure.py)
+  const d = gd.dataset;  // what the LiveFigure view counted (lakehouse_utils/views/live_figure.py)
   out._view = {changes: d.changes, draws: d.draws, errors: d.errors, error: d.error};
   return out;
 }"""

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse_utils.broker import LocalKafka, free_port_pair
 from lakehouse_utils.config import Settings
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.procs import free_port_pair
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 # what the browser tests leave for people to look at (screenshots, server logs): written there, never read back
@@ -89,7 +90,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 
 @pytest.fixture(scope="session")
 def spark():
-    from lakehouse_utils.spark import get_spark
+    from lakehouse_utils.engine.spark import get_spark
 
     return get_spark(Settings(spark_ui=False))
 
@@ -111,7 +112,7 @@ def hour(tmp_path_factory: pytest.TempPathFactory, kafka: LocalKafka, spark):
     Tests may read its tables; only test_pipeline's second-run test writes again (it leaves Silver and
     Gold unchanged by design).
     """
-    from lakehouse_utils.demo import run_demo
+    from lakehouse_utils.ops.demo import run_demo
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("hour") / "data", bootstrap=kafka.bootstrap,
                         topic=f"hour.{uuid.uuid4().hex[:8]}", spark_ui=False)

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils import analytics
 from lakehouse_utils.bench.charts import gold_frame
-from lakehouse_utils.broker import LocalKafka, end_offsets
 from lakehouse_utils.config import Settings
-from lakehouse_utils.topics import last_messages
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets, last_messages
+from lakehouse_utils.views import analytics
 
 
 def small(symbol: str = "BTC/USD", final_last: bool = False) -> pd.DataFrame:
@@ -114,7 +114,7 @@ def test_alerts_go_to_the_delta_table_and_the_topic_once(kafka: LocalKafka, tmp_
 
 
 def test_alerts_on_the_hour_are_stable(hour) -> None:
-    from lakehouse_utils.charts import read_bars
+    from lakehouse_utils.views.charts import read_bars
 
     settings, _ = hour
     bars = read_bars(settings, "1m")
@@ -130,8 +130,8 @@ def test_alerts_on_the_hour_are_stable(hour) -> None:
 
 def test_live_chart_publishes_new_final_alerts_once(kafka: LocalKafka, tmp_path: Path) -> None:
     from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
-    from lakehouse_utils.charts import figure_alerts, table_path
-    from lakehouse_utils.live import LiveCandles
+    from lakehouse_utils.views.charts import figure_alerts, table_path
+    from lakehouse_utils.views.live import LiveCandles
 
     settings = Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap,
                         alerts_topic=f"alerts.{uuid.uuid4().hex[:8]}")

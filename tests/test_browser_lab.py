@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from lakehouse_utils.broker import LocalKafka, free_port_pair
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.procs import free_port_pair
 
 from .browser import (
     ARTIFACTS,
@@ -189,7 +190,7 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
         return 0 if c is None else c["final"] + c["forming"]
 
     first = wait_until(n_candles, 120, "candles in 05's chart")
-    # (a FigureWidget used to stop following the kernel here now and then: see lakehouse_utils/live_figure.py)
+    # (a FigureWidget used to stop following the kernel here now and then: see lakehouse_utils/views/live_figure.py)
     grown = wait_until(lambda: n_candles() >= first + 2 and n_candles(), 120, "more candles in 05's chart")
     chart.scroll_into_view_if_needed()
     lab.shot("jupyterlab-candles.png")
@@ -273,9 +274,9 @@ def test_live_chart_follows_gold_when_the_page_drops_its_updates(tmp_path: Path)
     :class:`LiveCandles` send a new chart widget, which starts from the current figure, so the chart still
     follows Gold, bar for bar, at worst a staleness interval late.
     """
-    from lakehouse_utils import charts
     from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
     from lakehouse_utils.config import Settings
+    from lakehouse_utils.views import charts
 
     work = tmp_path / "work"
     (work / "notebooks").mkdir(parents=True)

@@ -13,10 +13,10 @@ import plotly.graph_objects as go
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils import charts, live_figure
 from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
 from lakehouse_utils.config import Settings
-from lakehouse_utils.live import LiveCandles, PipelineStatus, table_counts
+from lakehouse_utils.views import charts, live_figure
+from lakehouse_utils.views.live import LiveCandles, PipelineStatus, table_counts
 
 
 def gold_sorted(settings: Settings, tf: str) -> pd.DataFrame:
@@ -25,9 +25,9 @@ def gold_sorted(settings: Settings, tf: str) -> pd.DataFrame:
 
 
 def test_columns_and_timeframes_match_gold() -> None:
-    from lakehouse_utils import gold
+    from lakehouse_utils.layers import gold, gold_tables
 
-    assert charts.BAR_COLUMNS == gold.BAR_COLUMNS
+    assert charts.BAR_COLUMNS == gold_tables.BAR_COLUMNS
     assert charts.TIMEFRAMES == gold.TIMEFRAMES
 
 

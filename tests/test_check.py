@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lakehouse_utils.check import check
 from lakehouse_utils.config import Settings
+from lakehouse_utils.ops.check import check
 
 pytestmark = pytest.mark.slow  # the session's hour fixture runs the demo once (shared with other tests)
 
@@ -101,7 +101,7 @@ def test_each_kind_of_damage_is_named(hour, tmp_path: Path, damage, named, examp
 
 def test_check_command_exit_code_summary_and_json(hour, tmp_path: Path) -> None:
     settings = _copy(hour, tmp_path)
-    cli = [sys.executable, "-m", "lakehouse_utils.cli", "check", "--data-dir", str(settings.data_dir),
+    cli = [sys.executable, "-m", "lakehouse_utils.ops.cli", "check", "--data-dir", str(settings.data_dir),
            "--bootstrap", settings.bootstrap, "--topic", settings.topic]
     ok = subprocess.run(cli, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -122,7 +122,7 @@ def test_a_partition_bronze_holds_nothing_of_is_all_lag() -> None:
     """Partitions come from the topic's end offsets too: one Bronze never read is not left out of the report."""
     import pandas as pd
 
-    from lakehouse_utils.check import check_bronze
+    from lakehouse_utils.ops.reconcile import check_bronze
 
     bronze = pd.DataFrame({"topic": "t", "partition": [0, 0, 2], "offset": [0, 1, 0]})
     findings, facts = check_bronze(bronze, {("t", 0): 2, ("t", 1): 7, ("t", 2): 3})

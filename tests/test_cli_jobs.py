@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils.broker import LocalKafka
-from lakehouse_utils.cli import main
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.ops.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

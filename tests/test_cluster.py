@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils.broker import LocalKafka
-from lakehouse_utils.cli import main
-from lakehouse_utils.cluster import ClusterSpec, LocalCluster
-from lakehouse_utils.cluster_demo import SYNTHETIC_PAIRS, run_cluster_demo
 from lakehouse_utils.config import Settings
+from lakehouse_utils.engine.cluster import ClusterSpec, LocalCluster
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.ops.cli import main
+from lakehouse_utils.ops.cluster_demo import SYNTHETIC_PAIRS, run_cluster_demo
 
 pytestmark = pytest.mark.slow
 

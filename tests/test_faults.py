@@ -18,16 +18,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lakehouse_utils.broker import LocalKafka, end_offsets, free_port_pair
-from lakehouse_utils.check import BAR_KEY, check, expected_bars, read_table
 from lakehouse_utils.config import TIMEFRAMES, Settings
-from lakehouse_utils.demo import _wait_caught_up, table_counts
-from lakehouse_utils.jobs import Supervisor
-from lakehouse_utils.producer import ProducerThread, TradeProducer, ensure_topics
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer, ensure_topics
+from lakehouse_utils.kafka.topics import end_offsets
+from lakehouse_utils.layers.jobs import Supervisor
+from lakehouse_utils.layers.streaming import join_helpers, wait_until
+from lakehouse_utils.ops.check import check, read_table
+from lakehouse_utils.ops.demo import _wait_caught_up, table_counts
+from lakehouse_utils.ops.reconcile import BAR_KEY, expected_bars
+from lakehouse_utils.procs import free_port_pair
 from lakehouse_utils.progress import ProgressLine
-from lakehouse_utils.streaming import join_helpers, wait_until
-from lakehouse_utils.synthetic import SyntheticSource
-from lakehouse_utils.trades import Rejected, Trade
+from lakehouse_utils.sources.synthetic import SyntheticSource
+from lakehouse_utils.sources.trades import Rejected, Trade
 
 pytestmark = pytest.mark.slow
 PAIRS = ["BTC/USD", "ETH/USD"]
@@ -131,7 +134,7 @@ def stop_all(queries: dict) -> None:
 
 def test_kill9_of_the_broker_mid_run_loses_and_doubles_nothing(spark, broker: LocalKafka,
                                                                fsettings: Settings) -> None:
-    from lakehouse_utils.pipeline import start_pipeline
+    from lakehouse_utils.layers.pipeline import start_pipeline
 
     n = 3000
     # a second start on the broker's data dir reuses the running broker (its pid file)
@@ -213,8 +216,8 @@ def test_offsets_deleted_by_retention_stop_bronze_unless_data_loss_is_allowed(
         spark, fsettings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     import io
 
-    from lakehouse_utils.bronze import SKIPPED, start_bronze
-    from lakehouse_utils.jobs import run_query
+    from lakehouse_utils.layers.bronze import SKIPPED, start_bronze
+    from lakehouse_utils.layers.jobs import run_query
 
     trades = list(SyntheticSource(PAIRS, seed=3, rate=None, n_trades=600).stream(threading.Event()))
     ensure_topics(fsettings)
@@ -302,8 +305,8 @@ def test_broker_stopped_while_the_producer_runs_blocks_it_and_loses_nothing(brok
 def test_silver_stopped_and_started_from_its_panel_mid_run_loses_and_doubles_nothing(
         spark, shared_settings: Settings) -> None:
     fsettings = shared_settings
-    from lakehouse_utils import bronze, gold, silver
-    from lakehouse_utils.widgets import QueryPanel
+    from lakehouse_utils.layers import bronze, gold, silver
+    from lakehouse_utils.views.widgets import QueryPanel
 
     n = 3000
     ensure_topics(fsettings)
@@ -345,7 +348,7 @@ def test_the_supervisor_restarts_a_query_failed_on_a_kafka_error_and_raises_on_o
                                                                                       tmp_path: Path) -> None:
     """The job's restart policy on real queries whose batch fails (the error text is what Spark's Kafka
     source gives when the broker stays away longer than its timeouts, which would take minutes here)."""
-    from lakehouse_utils.jobs import Supervisor
+    from lakehouse_utils.layers.jobs import Supervisor
 
     started: list[str] = []
 

@@ -9,10 +9,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from deltalake import DeltaTable
 
-from lakehouse_utils import broker as brokers
-from lakehouse_utils.broker import LocalKafka, free_port_pair
 from lakehouse_utils.config import Settings
-from lakehouse_utils.spark import get_spark
+from lakehouse_utils.engine.spark import get_spark
+from lakehouse_utils.kafka import broker as brokers
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets, ensure_topic
+from lakehouse_utils.procs import free_port_pair
 
 N = 1000
 
@@ -41,9 +43,9 @@ def read_all(bootstrap: str, topic: str) -> list[dict]:
 
 
 def test_kafka_to_delta_available_now(kafka: LocalKafka, spark, topic: str, tmp_path: Path) -> None:
-    brokers.ensure_topic(kafka.bootstrap, topic, partitions=1)
+    ensure_topic(kafka.bootstrap, topic, partitions=1)
     produce_json(kafka.bootstrap, topic, N)
-    assert brokers.end_offsets(kafka.bootstrap, topic) == {0: N}
+    assert end_offsets(kafka.bootstrap, topic) == {0: N}
 
     table = tmp_path / "raw"
     query = (
@@ -124,7 +126,7 @@ def test_settings_env_and_flags(tmp_path: Path) -> None:
 
 
 def test_broker_cli_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lakehouse_utils.cli import main
+    from lakehouse_utils.ops.cli import main
 
     port, data = str(free_port_pair()), str(tmp_path / "kafka")
     try:

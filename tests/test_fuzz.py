@@ -29,13 +29,14 @@ from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from lakehouse_utils.broker import LocalKafka, end_offsets, ensure_topic
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kraken import KrakenV2Source, read_recording
-from lakehouse_utils.producer import ProducerThread, TradeProducer
-from lakehouse_utils.replay import ReplayServer
-from lakehouse_utils.silver import SYMBOL_RE
-from lakehouse_utils.trades import (
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer
+from lakehouse_utils.kafka.topics import end_offsets, ensure_topic
+from lakehouse_utils.layers.silver import SYMBOL_RE
+from lakehouse_utils.sources.kraken import KrakenV2Source, read_recording
+from lakehouse_utils.sources.replay import ReplayServer
+from lakehouse_utils.sources.trades import (
     MAX_PRICE,
     MAX_RAW_CHARS,
     REQUIRED_FIELDS,
@@ -513,8 +514,8 @@ def rows(path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_random_bytes_through_bronze_and_silver_reconcile(spark, settings: Settings, kafka: LocalKafka) -> None:
-    from lakehouse_utils.bronze import start_bronze
-    from lakehouse_utils.silver import start_silver
+    from lakehouse_utils.layers.bronze import start_bronze
+    from lakehouse_utils.layers.silver import start_silver
 
     messages = mix(random.Random(20261126))
     ensure_topic(kafka.bootstrap, settings.topic, partitions=2)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import Row
 
-from lakehouse_utils import gold, silver
-from lakehouse_utils.bars import US, Bar, fold_all, roll_up
 from lakehouse_utils.config import TIMEFRAMES, Settings
-from lakehouse_utils.gold_writer import GoldWriter
+from lakehouse_utils.layers import gold, silver
+from lakehouse_utils.layers.bars import US, Bar, fold_all, roll_up
+from lakehouse_utils.layers.gold_tables import bars_path, late_path
+from lakehouse_utils.layers.gold_writer import GoldWriter
 
 T = datetime(2019, 7, 1, 0, 0, 0)
 
@@ -56,7 +57,7 @@ def silver_rows(spark, trades: list[tuple[str, float, float, datetime]]):
 
 
 def table(spark, settings: Settings, tf: str) -> dict:
-    rows = spark.read.format("delta").load(str(gold.bars_path(settings, tf))).collect()
+    rows = spark.read.format("delta").load(str(bars_path(settings, tf))).collect()
     keys = [(r.exchange, r.symbol, r.bar_start) for r in rows]
     assert len(keys) == len(set(keys)), f"{tf}: a bar is in the table twice"
     return {r.bar_start: (r.open, r.high, r.low, r.close, r.trades, round(r.volume, 9), r.is_final) for r in rows}
@@ -93,11 +94,11 @@ def test_a_restart_and_a_crash_between_tables_give_the_same_gold(spark, tmp_path
     first.process(data[1], 1)
     saved = {tf: tmp_path / f"saved_{tf}" for tf in ("5m", "1h")}
     for tf, p in saved.items():
-        shutil.copytree(gold.bars_path(s, tf), p)
+        shutil.copytree(bars_path(s, tf), p)
     first.process(data[2], 2)
     for tf, p in saved.items():  # as if the process died after bars_1m committed batch 2, before 5m and 1h
-        shutil.rmtree(gold.bars_path(s, tf))
-        shutil.copytree(p, gold.bars_path(s, tf))
+        shutil.rmtree(bars_path(s, tf))
+        shutil.copytree(p, bars_path(s, tf))
     second = GoldWriter(spark, s, "g", chk)  # a new process: state from the tables and the decision log
     assert second.applied == {"1m": 2, "5m": 1, "1h": 1}
     second.process(data[2], 2)  # Spark replays the batch it had not committed
@@ -135,5 +136,5 @@ def test_bars_turn_final_when_the_feed_goes_quiet_and_later_trades_are_late(spar
     m = table(spark, s, "1m")
     assert m[T + timedelta(minutes=1)] == (101.0, 101.0, 101.0, 101.0, 1, 1.0, True)
     assert m[T + timedelta(minutes=2)][4] == 1
-    late = spark.read.format("delta").load(str(gold.late_path(s))).collect()
+    late = spark.read.format("delta").load(str(late_path(s))).collect()
     assert [r.trade_id for r in late] == ["3"]

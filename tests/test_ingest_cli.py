@@ -1,4 +1,4 @@
-"""``lakehouse ingest`` logic (lakehouse_utils.ingest) through argparse, against the real broker."""
+"""``lakehouse ingest`` logic (lakehouse_utils.ops.ingest) through argparse, against the real broker."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import socket
 import time
 from pathlib import Path
 
-from lakehouse_utils import ingest
-from lakehouse_utils.broker import LocalKafka, end_offsets
 from lakehouse_utils.config import Settings
-from lakehouse_utils.topics import last_messages
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets, last_messages
+from lakehouse_utils.ops import ingest
 
 from .test_producer import read_topic
 
@@ -100,7 +100,7 @@ def test_unreachable_broker_fails_fast(tmp_path: Path, capfd) -> None:
 
 CTRL_C_SCRIPT = """
 import argparse, sys
-from lakehouse_utils import ingest
+from lakehouse_utils.ops import ingest
 from lakehouse_utils.config import Settings
 p = argparse.ArgumentParser()
 ingest.add_arguments(p)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse_utils.config import Secret, Settings
-from lakehouse_utils.kafka_conf import KafkaConnection, client_config, connection, read_properties, spark_options
+from lakehouse_utils.kafka.kafka_conf import KafkaConnection, client_config, connection, read_properties, spark_options
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cr3t-Pa55word-xyz"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse_utils.kraken import KrakenV2Source, read_recording
-from lakehouse_utils.replay import SAMPLE_RECORDING, ReplayServer
-from lakehouse_utils.trades import MAX_RAW_CHARS, Rejected, Trade
+from lakehouse_utils.sources.kraken import KrakenV2Source, read_recording
+from lakehouse_utils.sources.replay import SAMPLE_RECORDING, ReplayServer
+from lakehouse_utils.sources.trades import MAX_RAW_CHARS, Rejected, Trade
 
 SAMPLE_PRINTS = 2672
 SAMPLE_DISTINCT = 2671

@@ -10,10 +10,11 @@ import pytest
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
-from lakehouse_utils import gold, silver
-from lakehouse_utils.bronze import BRONZE_SCHEMA, to_bronze
 from lakehouse_utils.config import Settings
-from lakehouse_utils.streaming import LayerStats
+from lakehouse_utils.layers import gold, silver
+from lakehouse_utils.layers.bronze import BRONZE_SCHEMA, to_bronze
+from lakehouse_utils.layers.gold_tables import bars_path, late_path
+from lakehouse_utils.layers.streaming import LayerStats
 
 T0 = datetime(2019, 7, 1, 0, 0, 0, tzinfo=UTC)
 
@@ -146,7 +147,7 @@ def test_bars_across_a_day_boundary(spark) -> None:
 
 
 def read_bars(spark, settings: Settings, tf: str) -> dict[datetime, Row]:
-    return {r.bar_start: r for r in spark.read.format("delta").load(str(gold.bars_path(settings, tf))).collect()}
+    return {r.bar_start: r for r in spark.read.format("delta").load(str(bars_path(settings, tf))).collect()}
 
 
 def test_gold_merge_late_trades_finality_and_replay(spark, tmp_path: Path) -> None:
@@ -177,7 +178,7 @@ def test_gold_merge_late_trades_finality_and_replay(spark, tmp_path: Path) -> No
     m = read_bars(spark, settings, "1m")
     assert t + timedelta(minutes=2) not in m
     assert m[t + timedelta(minutes=5)].trades == 2 and m[t + timedelta(minutes=5)].close == 121.0
-    late = spark.read.format("delta").load(str(gold.late_path(settings))).collect()
+    late = spark.read.format("delta").load(str(late_path(settings))).collect()
     assert [(r.trade_id, r.watermark) for r in late] == [("5", t + timedelta(minutes=3, seconds=30))]
     hour = read_bars(spark, settings, "1h")[t]
     assert hour.trades == 5 and hour.high == 121.0 and hour.open == 90.0 and hour.close == 121.0
@@ -214,9 +215,9 @@ def kafka_df(spark, values: list[str], start_offset: int = 0):
 def test_one_query_pipeline_batch_is_exact_after_a_crash_between_silver_and_gold(spark, tmp_path: Path) -> None:
     from deltalake import DeltaTable
 
-    from lakehouse_utils import bronze, pipeline
-    from lakehouse_utils.gold_writer import GoldWriter
-    from lakehouse_utils.streaming import app_id_for
+    from lakehouse_utils.layers import bronze, pipeline
+    from lakehouse_utils.layers.gold_writer import GoldWriter
+    from lakehouse_utils.layers.streaming import app_id_for
 
     settings = Settings(data_dir=tmp_path)
     gold.ensure_tables(spark, settings)
@@ -260,7 +261,7 @@ def _commit(path: Path, layer: str, qid: str) -> None:
     import pyarrow as pa
     from deltalake import DeltaTable
 
-    from lakehouse_utils import delta_io
+    from lakehouse_utils.layers import delta_io
 
     schema = pa.schema(DeltaTable(str(path)).schema().to_arrow())
     assert delta_io.append(path, pa.Table.from_pylist([{}], schema), f"{layer}-{qid}", 0)
@@ -268,9 +269,9 @@ def _commit(path: Path, layer: str, qid: str) -> None:
 
 def test_a_set_of_tables_is_run_by_one_flow(tmp_path: Path) -> None:
     """The tables say which checkpoints wrote them: only those refuse a query of the other flow."""
-    from lakehouse_utils import bronze, pipeline
     from lakehouse_utils.config import FlowConflict
-    from lakehouse_utils.streaming import LAYER_CHECKPOINTS, check_flow, flow_of
+    from lakehouse_utils.layers import bronze, pipeline
+    from lakehouse_utils.layers.streaming import LAYER_CHECKPOINTS, check_flow, flow_of
 
     demo = Settings(data_dir=tmp_path / "data")  # as `make demo` leaves ./data
     check_flow(demo, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)  # a new data dir: either flow may start

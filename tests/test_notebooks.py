@@ -12,10 +12,11 @@ import nbformat
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils.broker import LocalKafka, end_offsets
-from lakehouse_utils.charts import read_bars
 from lakehouse_utils.config import ENV_PREFIX, table_exists
-from lakehouse_utils.notebooks import bounded_env, is_checked, nbval_command, numbered, run_nbval, run_notebooks
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets
+from lakehouse_utils.ops.notebooks import bounded_env, is_checked, nbval_command, numbered, run_nbval, run_notebooks
+from lakehouse_utils.views.charts import read_bars
 
 # What each checked cell prints for the bundled hour on a new topic and data dir: the outputs stored in git
 # (nbval compares a run with them) must be exactly these.

@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from lakehouse_utils.broker import LocalKafka, end_offsets
-from lakehouse_utils.check import check, read_table
-from lakehouse_utils.cli import build_parser, main, settings_from
 from lakehouse_utils.config import TIMEFRAMES, Settings
-from lakehouse_utils.synthetic import SyntheticSource
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.topics import end_offsets
+from lakehouse_utils.ops.check import check, read_table
+from lakehouse_utils.ops.cli import build_parser, main, settings_from
+from lakehouse_utils.sources.synthetic import SyntheticSource
 
 PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
 SEED, N = 20261126, 6000
@@ -39,7 +40,7 @@ def trades() -> list:
 @pytest.fixture(scope="module")
 def produced(kafka: LocalKafka, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """The seeded stream in a new 3-partition topic; settings of a fresh data dir for it."""
-    from lakehouse_utils.producer import ProducerThread, TradeProducer, ensure_topics
+    from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer, ensure_topics
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("parts") / "layers", bootstrap=kafka.bootstrap,
                         topic=f"parts.{uuid.uuid4().hex[:8]}", partitions=3, spark_ui=False,
@@ -125,9 +126,9 @@ def test_each_symbol_is_in_one_partition_in_trade_id_order(produced: Settings) -
 
 
 def test_layers_build_the_independent_bars_from_three_partitions(spark, produced: Settings) -> None:
-    from lakehouse_utils.bronze import start_bronze
-    from lakehouse_utils.gold import start_gold
-    from lakehouse_utils.silver import start_silver
+    from lakehouse_utils.layers.bronze import start_bronze
+    from lakehouse_utils.layers.gold import start_gold
+    from lakehouse_utils.layers.silver import start_silver
 
     for start in (start_bronze, start_silver, start_gold):
         query = start(spark, produced, trigger="available-now")
@@ -169,12 +170,12 @@ def test_partitions_from_flags_and_environment_and_an_existing_topic_is_kept(
     made = f"parts.cli.{uuid.uuid4().hex[:8]}"
     assert main(["topic", "create", "--topic", made, "--partitions", "3", *common]) == 0
     assert capsys.readouterr().out.strip() == f"created {made}"
-    with caplog.at_level(logging.WARNING, logger="lakehouse_utils.broker"):
+    with caplog.at_level(logging.WARNING, logger="lakehouse_utils.kafka.topics"):
         assert main(["topic", "create", "--topic", made, "--partitions", "2", *common]) == 0
     assert capsys.readouterr().out.strip() == f"exists {made}"
     assert f"topic {made} has 3 partition(s), 2 asked: kept as it is" in caplog.text
     assert sorted(end_offsets(kafka.bootstrap, made)) == [0, 1, 2]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lakehouse_utils.broker"):
+    with caplog.at_level(logging.WARNING, logger="lakehouse_utils.kafka.topics"):
         assert main(["topic", "create", "--topic", made, "--partitions", "3", *common]) == 0
     assert caplog.text == ""  # the count asked: nothing to say

@@ -15,11 +15,12 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils.broker import LocalKafka, free_port_pair
 from lakehouse_utils.config import Settings
-from lakehouse_utils.demo import run_demo
-from lakehouse_utils.gold import bars_path
-from lakehouse_utils.replay import SAMPLE_RECORDING
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.layers.gold_tables import bars_path
+from lakehouse_utils.ops.demo import run_demo
+from lakehouse_utils.procs import free_port_pair
+from lakehouse_utils.sources.replay import SAMPLE_RECORDING
 
 pytestmark = pytest.mark.slow
 FRAMES = {"1m": "1min", "5m": "5min", "1h": "1h"}
@@ -101,7 +102,7 @@ def test_demo_restarts_after_kill9_without_loss_or_double_count(tmp_path: Path) 
     data = tmp_path / "data"
     port = free_port_pair()
     env = dict(os.environ, LAKEHOUSE_SPARK_UI="false")
-    cmd = [sys.executable, "-m", "lakehouse_utils.cli", "demo", "--data-dir", str(data), "--broker-port", str(port),
+    cmd = [sys.executable, "-m", "lakehouse_utils.ops.cli", "demo", "--data-dir", str(data), "--broker-port", str(port),
            "--speed", "200", "--duration", "600"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

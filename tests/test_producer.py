@@ -14,13 +14,14 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from lakehouse_utils.bench.producer import write_recording
-from lakehouse_utils.broker import LocalKafka, end_offsets, ensure_topic
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kraken import KrakenV2Source, read_recording
-from lakehouse_utils.producer import ProducerThread, TradeProducer, make_source
-from lakehouse_utils.replay import ReplayServer
-from lakehouse_utils.synthetic import SyntheticSource
-from lakehouse_utils.trades import MAX_RAW_CHARS, Trade
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer, make_source
+from lakehouse_utils.kafka.topics import end_offsets, ensure_topic
+from lakehouse_utils.sources.kraken import KrakenV2Source, read_recording
+from lakehouse_utils.sources.replay import ReplayServer
+from lakehouse_utils.sources.synthetic import SyntheticSource
+from lakehouse_utils.sources.trades import MAX_RAW_CHARS, Trade
 
 from .test_kraken_replay import SAMPLE_DISTINCT, SAMPLE_PRINTS, trade_frame, trade_item
 
@@ -227,7 +228,7 @@ def test_thread_error_is_reported(settings: Settings) -> None:
 
 
 def test_producer_panel_drives_the_thread(settings: Settings, kafka: LocalKafka) -> None:
-    from lakehouse_utils.widgets import ProducerPanel
+    from lakehouse_utils.views.widgets import ProducerPanel
 
     panel = ProducerPanel(settings, default_source="replay", pairs=("XBT/USD",))
     assert panel.status_text() == "idle"
@@ -259,8 +260,8 @@ def test_producer_panel_drives_the_thread(settings: Settings, kafka: LocalKafka)
 
 
 def test_query_panel_runs_a_rate_stream(spark) -> None:
-    from lakehouse_utils.streaming import trigger_kwargs
-    from lakehouse_utils.widgets import QueryPanel
+    from lakehouse_utils.layers.streaming import trigger_kwargs
+    from lakehouse_utils.views.widgets import QueryPanel
 
     def start(trigger: str):
         return (spark.readStream.format("rate").option("rowsPerSecond", 20).load()
@@ -286,7 +287,7 @@ def test_query_panel_runs_a_rate_stream(spark) -> None:
 
 
 def test_query_panel_shows_why_a_query_died(spark) -> None:
-    from lakehouse_utils.widgets import QueryPanel
+    from lakehouse_utils.views.widgets import QueryPanel
 
     def fail(df, batch_id):
         raise RuntimeError("boom in batch")

@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lakehouse_utils.broker import LocalKafka
-from lakehouse_utils.replay import ReplayServer
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.sources.replay import ReplayServer
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
@@ -123,8 +123,9 @@ def test_broker_and_replay_server_listen_on_loopback_only(kafka: LocalKafka) -> 
 
 
 def test_spark_driver_and_ui_listen_on_loopback_only(tmp_path: Path) -> None:
-    script = ("import sys, time\nfrom lakehouse_utils.spark import get_spark\nfrom lakehouse_utils.config import "
-              "Settings\nspark = get_spark(Settings(spark_ui=True))\nspark.range(10).count()\n"
+    script = ("import sys, time\nfrom lakehouse_utils.engine.spark import get_spark\n"
+              "from lakehouse_utils.config import Settings\nspark = get_spark(Settings(spark_ui=True))\n"
+              "spark.range(10).count()\n"
               "print('UI', spark.sparkContext.uiWebUrl, flush=True)\ntime.sleep(120)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "LAKEHOUSE_BIND_HOST")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])

@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils.broker import LocalKafka, end_offsets, free_port_pair
-from lakehouse_utils.broker_security import BrokerSecurity
-from lakehouse_utils.cli import main
 from lakehouse_utils.config import Settings
-from lakehouse_utils.kafka_conf import KafkaSecurityError, spark_options
-from lakehouse_utils.tls import make_test_ca
+from lakehouse_utils.kafka.broker import LocalKafka
+from lakehouse_utils.kafka.broker_security import BrokerSecurity
+from lakehouse_utils.kafka.kafka_conf import KafkaSecurityError, spark_options
+from lakehouse_utils.kafka.tls import make_test_ca
+from lakehouse_utils.kafka.topics import end_offsets
+from lakehouse_utils.ops.cli import main
+from lakehouse_utils.procs import free_port_pair
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +99,7 @@ def test_sasl_plain_over_tls_from_env_vars(tls_broker, spark, topic: str, tmp_pa
     assert_bronze_holds_exactly_the_topic(settings)
     assert_no_file_holds(settings.data_dir, ALICE)
     # Spark's plan of the secured source shows no password (what the UI's SQL tab and explain() print)
-    from lakehouse_utils.bronze import read_kafka
+    from lakehouse_utils.layers.bronze import read_kafka
 
     plan = read_kafka(spark, settings)._jdf.queryExecution().toString()
     assert "KafkaSourceProvider" in plan or "kafka" in plan.lower()

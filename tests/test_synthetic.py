@@ -11,8 +11,8 @@ from datetime import UTC
 
 import pytest
 
-from lakehouse_utils.synthetic import SIMULATED_EPOCH, SyntheticSource
-from lakehouse_utils.trades import Trade
+from lakehouse_utils.sources.synthetic import SIMULATED_EPOCH, SyntheticSource
+from lakehouse_utils.sources.trades import Trade
 
 
 def run(source: SyntheticSource, timeout: float = 10.0) -> list[Trade]:

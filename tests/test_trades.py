@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from lakehouse_utils.trades import (
+from lakehouse_utils.sources.trades import (
     MAX_RAW_CHARS,
     SCHEMA_VERSION,
     Rejected,

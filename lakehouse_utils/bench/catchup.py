@@ -31,16 +31,16 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
         flow: str = "pipeline", partitions: int = 1, master: str | None = None) -> dict[str, Any]:
     from deltalake import DeltaTable
 
-    from ..bronze import start_bronze
-    from ..check import check
     from ..config import Settings
-    from ..gold import start_gold
-    from ..pipeline import start_pipeline
-    from ..producer import ProducerThread, TradeProducer, ensure_topics
-    from ..silver import start_silver
-    from ..spark import get_spark
-    from ..streaming import join_helpers
-    from ..synthetic import SyntheticSource
+    from ..engine.spark import get_spark
+    from ..kafka.producer import ProducerThread, TradeProducer, ensure_topics
+    from ..layers.bronze import start_bronze
+    from ..layers.gold import start_gold
+    from ..layers.pipeline import start_pipeline
+    from ..layers.silver import start_silver
+    from ..layers.streaming import join_helpers
+    from ..ops.check import check
+    from ..sources.synthetic import SyntheticSource
 
     topic = f"bench.catchup.{uuid.uuid4().hex[:8]}.{partitions}p"  # a new topic each run, even two in one second
     settings = Settings(data_dir=data, bootstrap=bootstrap, topic=topic,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..charts import BAR_COLUMNS, TIMEFRAMES
+from ..views.charts import BAR_COLUMNS, TIMEFRAMES
 
 
 def synthetic_bars(n: int, symbol: str = "BTC/USD", start: str = "2026-01-01T00:00:00Z", timeframe: str = "1m",
@@ -74,16 +74,16 @@ def write_gold_bars(path: str | Path, bars: pd.DataFrame, timeframe: str = "1m")
                                                  "AND t.bar_start = s.bar_start",
                                  source_alias="s", target_alias="t")
      .when_matched_update_all().when_not_matched_insert_all().execute())
-    from ..delta_io import compact
+    from ..layers.delta_io import compact
 
     compact(path, partition_filters=[("is_final", "=", "true")])  # as Gold keeps its final bars
 
 
 def bench(n_bars: int = 500, commits: int = 20, repeats: int = 10, window: int | None = None) -> dict[str, float]:
     """Median seconds of one refresh and of its parts for an ``n_bars`` table (all bars shown)."""
-    from .. import analytics, charts
     from ..config import Settings
-    from ..live import LiveCandles
+    from ..views import analytics, charts
+    from ..views.live import LiveCandles
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp) / "data")

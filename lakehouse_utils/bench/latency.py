@@ -34,7 +34,7 @@ LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 def gold_trade_counts(gold_dir: str | Path) -> dict[str, int]:
     """Trades per symbol in the 1-minute Gold bars, as a ``deltalake`` reader (the chart) sees them."""
-    from ..charts import read_bars
+    from ..views.charts import read_bars
 
     bars = read_bars(gold_dir, "1m")
     if bars.empty:
@@ -103,7 +103,7 @@ def kafka_arrivals(bootstrap: str, topic: str, timeout: float = 10.0) -> pd.Data
     """One row per distinct trade of ``topic``: symbol, trade_id, partition, offset, append time (s)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from ..kafka_conf import make_client, metadata
+    from ..kafka.kafka_conf import make_client, metadata
 
     consumer, errors = make_client(Consumer, bootstrap, **{"group.id": f"bench-{os.getpid()}",
                                                            "enable.auto.commit": False, "enable.partition.eof": True})

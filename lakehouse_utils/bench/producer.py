@@ -1,7 +1,7 @@
 """Producer throughput, the whole path as ``lakehouse ingest`` runs it: source -> ProducerThread -> broker.
 
 - :func:`producer_synthetic_rate`: ``SyntheticSource`` at speed "max" (``make_source("synthetic")``).
-- :func:`producer_replay_rate`: a :class:`~lakehouse_utils.replay.ReplayServer` at speed "max" playing a
+- :func:`producer_replay_rate`: a :class:`~lakehouse_utils.sources.replay.ReplayServer` at speed "max" playing a
   generated recording (:func:`write_recording`: the bundled real hour repeated with fresh trade ids and
   timestamps) -> ``KrakenV2Source`` over a real local WebSocket (``make_source("replay")``).
 
@@ -28,11 +28,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..broker import end_offsets, free_port_pair
-from ..kraken import read_recording
-from ..producer import ProducerThread, TradeProducer, make_source
-from ..replay import SAMPLE_RECORDING
-from ..trades import format_time
+from ..kafka.producer import ProducerThread, TradeProducer, make_source
+from ..kafka.topics import end_offsets
+from ..procs import free_port_pair
+from ..sources.kraken import read_recording
+from ..sources.replay import SAMPLE_RECORDING
+from ..sources.trades import format_time
 
 SYNTHETIC_PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
 REPLAY_PAIRS = ["BTC/USD"]
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         kafka = None
         bootstrap = args.bootstrap
         if bootstrap is None:
-            from ..broker import LocalKafka
+            from ..kafka.broker import LocalKafka
 
             kafka = LocalKafka(workdir / "kafka", free_port_pair()).start()
             bootstrap = kafka.bootstrap

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..broker import ensure_topic
+from ..kafka.topics import ensure_topic
 from .latency import LOG_APPEND_TIME, GoldPoller, kafka_arrivals, latencies
 
 
@@ -83,7 +83,7 @@ class RssSampler:
 
 def _lakehouse(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "lakehouse_utils.cli", *args], stdout=open(log, "w"),
+    return subprocess.Popen([sys.executable, "-m", "lakehouse_utils.ops.cli", *args], stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
 
 
@@ -143,7 +143,7 @@ def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = 
             procs.append(_lakehouse(layer, *common, *tr, log=logs / f"{name}.{layer}.log", env=env))
         sampler = RssSampler(roots + [p.pid for p in procs])
         # a user runs 02-04, sees each panel running, then presses 01's Start: feed once every query has started
-        from ..streaming import LAYER_CHECKPOINTS
+        from ..layers.streaming import LAYER_CHECKPOINTS
 
         started = [data / "checkpoints" / name / "metadata" for name in LAYER_CHECKPOINTS]
         deadline = time.monotonic() + 180
@@ -185,7 +185,7 @@ def first_bar_run(root: Path, port: int, timeout: float = 180.0) -> float | None
     finally:
         _interrupt(proc)
         poller.stop()
-        from ..broker import LocalKafka
+        from ..kafka.broker import LocalKafka
 
         LocalKafka(data / "kafka", port).stop()
     return None if first is None else first - t0

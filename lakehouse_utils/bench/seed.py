@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from ..config import Settings
-from ..streaming import scheduler_pool, trigger_kwargs
+from ..layers.streaming import scheduler_pool, trigger_kwargs
 
 
 def seed_bars(silver: DataFrame, watermark: str = "2 minutes") -> DataFrame:
@@ -49,7 +49,7 @@ def start_seed_gold(spark: SparkSession, settings: Settings, trigger: str = "1 s
 
 def main(argv: list[str] | None = None) -> int:
     """``run_demo`` plus the seed's Gold query in the same process, on the same feed."""
-    from ..demo import run_demo
+    from ..ops.demo import run_demo
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", required=True)

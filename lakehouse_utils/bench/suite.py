@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..broker import LocalKafka, ensure_topic, free_port_pair
 from ..config import Settings
+from ..kafka.broker import LocalKafka
+from ..kafka.topics import ensure_topic
+from ..procs import free_port_pair
 
 # field -> (target, higher is better, unit)
 TARGETS: dict[str, tuple[float | None, bool, str]] = {
@@ -138,8 +140,8 @@ def m_cluster(ctx: Context) -> dict[str, Any]:
 
     Each worker offers 1 core and 1 GB; the bench process's Spark session is the driver (as a notebook's kernel
     with ``spark_master`` set), the executors run on the workers."""
-    from ..broker import free_port_pair
-    from ..cluster import ClusterSpec, LocalCluster
+    from ..engine.cluster import ClusterSpec, LocalCluster
+    from ..procs import free_port_pair
 
     n = 50_000 if ctx.quick else 300_000
     runs = {}

@@ -1,0 +1,86 @@
+"""The one SparkSession of the process, with the Kafka source and Delta Lake enabled."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+
+from pyspark.sql import SparkSession
+
+from .. import jars
+from ..config import Settings
+
+_lock = threading.Lock()
+_session: SparkSession | None = None
+
+
+def _free_port(start: int = 4040, tries: int = 50) -> int:
+    for port in range(start, start + tries):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    return 0
+
+
+def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> SparkSession:
+    """Return the process's SparkSession, creating it on first call (later calls ignore settings).
+
+    Kafka and Delta jars come from the local cache (``lakehouse_utils.jars``) as ``spark.jars``,
+    so nothing is downloaded at run time.  Under ``spark-submit`` the submitted session is used.
+    """
+    global _session
+    settings = settings or Settings.from_env()
+    with _lock:
+        # Not getActiveSession(): that one is per thread, and on a foreachBatch thread it is the
+        # streaming query's cloned session (with that query's confs), not the process's session.
+        if _session is not None and _session.sparkContext._jsc is not None:
+            return _session
+        submitted = _under_spark_submit()
+        if not submitted:
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = SparkSession.builder.appName(app_name)
+        if not submitted:  # spark-submit's --master / --conf win on a cluster
+            # the layers bring each micro-batch to the driver as Arrow: a catch-up batch needs more than 1g
+            builder = builder.config("spark.driver.memory", os.environ.get("LAKEHOUSE_DRIVER_MEMORY", "2g"))
+            # every socket of the driver on settings.bind_host (loopback by default): the RPC and block manager
+            # follow bindAddress; the UI binds to SPARK_LOCAL_IP (else 0.0.0.0), read by the JVM started below
+            os.environ.setdefault("SPARK_LOCAL_IP", settings.bind_host)
+            builder = builder.master(settings.spark_master).config("spark.driver.bindAddress", settings.bind_host) \
+                .config("spark.driver.host", "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else
+                        settings.bind_host)
+        builder = (
+            builder
+            .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+            .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+            .config("spark.databricks.delta.snapshotPartitions", "2")
+            .config("spark.sql.adaptive.enabled", "false")
+            .config("spark.scheduler.mode", "FAIR")  # a pool per query (streaming.scheduler_pool)
+            .config("spark.databricks.delta.replaceWhere.constraintCheck.enabled", "false")  # Gold's commit
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.ui.enabled", str(settings.spark_ui).lower())
+        )
+        if not submitted and not os.environ.get("LAKEHOUSE_SKIP_JARS"):
+            builder = builder.config("spark.jars", ",".join(str(p) for p in jars.jars("spark")))
+        if settings.spark_ui and not submitted:
+            builder = builder.config("spark.ui.port", str(_free_port()))
+        for key, value in settings.extra.items():
+            builder = builder.config(key, value)
+        spark = _session = builder.getOrCreate()  # under spark-submit: the submitted session
+        spark.sparkContext.setLogLevel(os.environ.get("LAKEHOUSE_SPARK_LOG", "ERROR"))
+        url = spark.sparkContext.uiWebUrl
+        if url:
+            print(f"[spark] {spark.version} UI: {url}", file=sys.stderr)
+        return spark
+
+
+def _under_spark_submit() -> bool:
+    """True when this Python process was launched by spark-submit (or the pyspark shell)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -1,0 +1,6 @@
+"""The operator's commands: the ``lakehouse`` CLI (``cli``, ``ingest``), the demos, the reconciliation check
+(``check``, ``reconcile``), ``lakehouse reset`` and the notebook runs (``notebooks``).
+
+Imports: any floor below (``views``, ``layers``, ``engine``, ``kafka``, ``sources``, the top-level modules);
+only ``bench`` imports from here.
+"""

@@ -1,0 +1,248 @@
+"""The main job: broker, producer and the three streaming queries in one process, with progress.
+
+``run_demo`` starts the embedded broker (unless a bootstrap is given), the one-query pipeline (Kafka ->
+Bronze -> Silver -> Gold in each micro-batch, ``pipeline.py``) and a producer thread, and prints a progress
+line.  With ``until_drained`` it
+returns once the source is exhausted and every layer has caught up: Bronze holds every message of the
+topic, no table has changed for a few trigger intervals while no query was busy, and Gold's 1-minute
+bars hold every Silver trade (plus the late ones, counted apart).  Everything it
+started is stopped on the way out (Ctrl-C included); checkpoints and Kafka's log make a rerun on the
+same data dir carry on without losing or double counting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..config import TIMEFRAMES, Settings, table_exists
+from ..kafka.broker import LocalKafka
+from ..kafka.topics import end_offsets
+from ..layers.jobs import Supervisor
+from ..layers.streaming import flow_of, join_helpers, parse_delay, progress_of
+from ..progress import ProgressLine
+
+
+@dataclass
+class LayerCounts:
+    bronze: int = 0
+    silver: int = 0
+    quarantine: int = 0
+    late: int = 0
+    bars: dict[str, int] = field(default_factory=dict)
+    gold_trades: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    drained: bool
+    wall_seconds: float
+    producer: dict[str, Any]
+    topic_offsets: dict[int, int]
+    counts: LayerCounts
+    report: Path | None = None
+
+
+def table_counts(spark, settings: Settings) -> LayerCounts:
+    """Row counts of every table (Gold: bars and the trades they hold, per timeframe)."""
+    from pyspark.sql import functions as F
+
+    def count(path: Path) -> int:
+        return spark.read.format("delta").load(str(path)).count() if table_exists(path) else 0
+
+    counts = LayerCounts(count(settings.bronze), count(settings.silver), count(settings.quarantine),
+                         count(settings.late_trades))
+    for tf in TIMEFRAMES:
+        path = settings.bars_table(tf)
+        if table_exists(path):
+            row = spark.read.format("delta").load(str(path)).agg(F.count("*"), F.sum("trades")).first()
+            counts.bars[tf], counts.gold_trades[tf] = int(row[0]), int(row[1] or 0)
+    return counts
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    source: str = "replay",
+    file: str | None = None,
+    pairs: list[str] | None = None,
+    speed: str = "max",
+    start_broker: bool = True,
+    broker_port: int | None = None,
+    until_drained: bool = False,
+    duration: float | None = None,
+    trigger: str = "1 second",
+    progress: ProgressLine | None = None,
+    write_report: bool = True,
+    extra_queries: dict[str, Callable[..., Any]] | None = None,
+) -> DemoResult:
+    from ..engine.spark import get_spark
+    from ..kafka.producer import ProducerThread, TradeProducer, ensure_topics, make_source
+    from ..layers import bronze, gold, silver
+    from ..layers.pipeline import start_pipeline
+
+    t0 = time.monotonic()
+    progress = progress or ProgressLine()
+    kafka = None
+    # Spark's JVM boots while the broker's does (each takes seconds; both JVMs are cold at a first run)
+    boot = ThreadPoolExecutor(1, thread_name_prefix="spark-boot")
+    booting = boot.submit(get_spark, settings)
+    boot.shutdown(wait=False)
+    if start_broker:
+        progress.update("starting the embedded broker and Spark ...")
+        kafka = LocalKafka(settings.broker_dir, broker_port or settings.broker_port)
+        owned = not kafka.is_running()
+        kafka.start()
+        settings = settings.with_(bootstrap=kafka.bootstrap)
+        if not owned:
+            kafka = None  # someone else's broker: leave it running
+
+    ensure_topics(settings)  # the pipeline's Kafka source needs the topic before the first trade
+    progress.update(f"broker ready at {settings.bootstrap} ({time.monotonic() - t0:.1f}s); starting Spark ...")
+    spark = booting.result()
+    starts: dict[str, Callable[[], Any]] = {}
+    if flow_of(settings) == "layers":  # built by notebooks 02-04 or the layer jobs: keep to their checkpoints
+        progress.done(f"{settings.data_dir} is run layer by layer (its checkpoints say so): the demo starts "
+                      "the Bronze, Silver and Gold queries (the one-query pipeline is faster on a new data dir)")
+        starts = {"bronze": lambda: bronze.start_bronze(spark, settings, trigger=trigger),
+                  "silver": lambda: silver.start_silver(spark, settings, trigger=trigger),
+                  "gold": lambda: gold.start_gold(spark, settings, trigger=trigger)}
+    else:  # Kafka -> Bronze, Silver, Gold
+        starts = {"pipeline": lambda: start_pipeline(spark, settings, trigger=trigger)}
+    for name, start in (extra_queries or {}).items():  # e.g. the bench's seed-style Gold beside ours
+        starts[name] = (lambda start=start: start(spark, settings))
+    # a query failing on a Kafka error (the broker was killed) is restarted from its checkpoint, with a line
+    supervisor = Supervisor(starts, say=progress.done)
+    queries = supervisor.queries
+    producer = None
+    drained = False
+    try:
+        supervisor.start()
+        src, cleanup = make_source(source, pairs, file=file, speed=speed)  # a replay: every symbol recorded
+        producer = ProducerThread(src, TradeProducer.from_settings(settings), name=source, cleanup=cleanup)
+        producer.start()
+        deadline = None if duration is None else t0 + duration
+        while True:
+            supervisor.check()
+            progress.update(_line(producer, queries))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if until_drained and not producer.running:
+                break
+            time.sleep(0.5)
+        producer.stop()
+        if until_drained:
+            _wait_caught_up(spark, settings, queries, producer, progress, _interval_seconds(trigger),
+                            check=supervisor.check)
+            drained = True
+    finally:
+        if producer is not None and producer.running:
+            producer.stop()
+        for q in queries.values():
+            if q.isActive:
+                q.stop()
+            join_helpers(q)
+        if kafka is not None:
+            offsets = end_offsets(settings, settings.topic)
+            kafka.stop()
+        else:
+            offsets = None
+    if offsets is None:
+        offsets = end_offsets(settings, settings.topic)
+    counts = table_counts(spark, settings)
+    status = producer.status() if producer else None
+    result = DemoResult(drained, time.monotonic() - t0, asdict(status) if status else {}, offsets, counts)
+    progress.done(_summary(result))
+    if write_report:
+        result.report = write_summary(settings, result)
+    return result
+
+
+def _interval_seconds(trigger: str) -> float:
+    try:
+        return parse_delay(trigger).total_seconds()
+    except ValueError:
+        return 1.0
+
+
+def _table_version(path: Path) -> int:
+    log = Path(path) / "_delta_log"
+    return max((int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()), default=-1)
+
+
+def _wait_caught_up(spark, settings: Settings, queries: dict, producer, progress: ProgressLine,
+                    interval: float, timeout: float = 600.0, check: Callable[[], None] | None = None) -> None:
+    """Block until every layer reflects everything the source produced (see the module doc).
+
+    ``check``: called on every look (e.g. ``Supervisor.check``, which restarts a query failed on a Kafka error);
+    without it a failed query raises.
+    """
+    tables = [settings.bronze, settings.silver, settings.quarantine, settings.bars_table("1m")]
+    quiet_for = 2 * interval + 2.0
+    deadline = time.monotonic() + timeout
+    last_versions, quiet_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        if check is not None:
+            check()
+        for name, q in queries.items():
+            if q.exception() is not None:
+                raise RuntimeError(f"{name} query failed: {q.exception()}")
+        progress.update(_line(producer, queries))
+        versions = [_table_version(t) for t in tables]
+        busy = any(q.status.get("isTriggerActive") for q in queries.values())
+        if versions != last_versions or busy:
+            last_versions, quiet_since = versions, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_for:
+            counts = table_counts(spark, settings)
+            topic_total = sum(end_offsets(settings, settings.topic).values())
+            if counts.bronze >= topic_total and counts.gold_trades.get("1m", 0) + counts.late == counts.silver:
+                return
+            quiet_since = time.monotonic()  # quiet but not complete: a trigger is due, look again
+        time.sleep(0.25)
+    raise TimeoutError(f"layers did not catch up within {timeout:.0f}s")
+
+
+def _line(producer, queries: dict) -> str:
+    parts = [producer.status().line()] if producer else []
+    for name, q in queries.items():
+        p = progress_of(q, name)
+        extra = "".join(f" {k}={v}" for k, v in p.layer.items() if k in ("late", "quarantined"))
+        parts.append(f"{name} b{p.batch_id if p.batch_id is not None else '-'} {p.input_rows}r{extra}")
+    return " | ".join(parts)
+
+
+def _summary(result: DemoResult) -> str:
+    c = result.counts
+    bars = " ".join(f"{tf}={n}" for tf, n in c.bars.items())
+    return (f"{'drained' if result.drained else 'stopped'} in {result.wall_seconds:.1f}s: "
+            f"topic={sum(result.topic_offsets.values())} bronze={c.bronze} silver={c.silver} "
+            f"quarantine={c.quarantine} late={c.late} bars {bars}")
+
+
+def write_summary(settings: Settings, result: DemoResult) -> Path:
+    """``<data>/reports/summary.md`` (a table) and ``summary.json``."""
+    out = settings.reports
+    out.mkdir(parents=True, exist_ok=True)
+    c = result.counts
+    rows = [("topic messages", sum(result.topic_offsets.values())), ("bronze rows", c.bronze),
+            ("silver trades", c.silver), ("quarantined rows", c.quarantine), ("late trades", c.late)]
+    rows += [(f"gold bars {tf}", n) for tf, n in c.bars.items()]
+    rows += [(f"gold trades {tf}", n) for tf, n in c.gold_trades.items()]
+    p = result.producer
+    rows += [("producer " + k, p.get(k)) for k in ("received", "sent", "delivered", "rejected", "dlq_sent")
+             if k in p]
+    rows += [("wall seconds", f"{result.wall_seconds:.1f}"), ("drained", result.drained)]
+    md = ["# Demo report", "", f"generated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC", "",
+          "| what | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
+    (out / "summary.md").write_text("\n".join(md))
+    (out / "summary.json").write_text(json.dumps(asdict(result), default=str, indent=2))
+    from ..views.charts import report_candles
+
+    report_candles(settings)  # <data>/reports/candles.html, offline Plotly
+    return out / "summary.md"

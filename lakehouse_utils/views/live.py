@@ -1,0 +1,317 @@
+"""The live candle chart and the pipeline status panel (ipywidgets; Gold read with ``deltalake`` only).
+
+:class:`LiveCandles` is a Plotly figure built once by :func:`charts.candles_figure` (a
+:class:`~lakehouse_utils.views.live_figure.LiveFigure` widget) and refreshed every ``refresh`` seconds by a daemon
+thread: read the newest bars, compute the signals and the alerts (:mod:`analytics`), refill the traces with
+:func:`charts.update_figure`, which sends the whole figure (the browser keeps zoom and pan); a chart widget
+the browser stopped drawing is replaced by a new one.  Controls: symbol, timeframe, window (bars shown),
+refresh interval, pause / resume, and the alert thresholds.  No Spark: it works in a kernel of its own while the
+streaming queries run in other kernels (or in the same one), because Delta readers see committed snapshots.
+
+:class:`~lakehouse_utils.views.pipeline_status.PipelineStatus` (re-exported here) shows table row counts, the broker
+and the topics' end offsets.
+Every control calls a method that tests and scripts can call directly.  Notebook 06's alert form is
+:class:`~lakehouse_utils.views.alerts.AlertsPanel`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import ipywidgets as W
+import pandas as pd
+
+from ..config import Settings
+from ..procs import reachable
+from . import analytics, charts
+from .alerts import alerts_html
+from .pipeline_status import PipelineStatus, delta_count, table_counts, topic_offsets
+from .ui import Loop, Panel, pre
+
+log = logging.getLogger(__name__)
+
+
+class LiveCandles(Panel):
+    """A live candlestick chart of one symbol's Gold bars with alert markers.
+
+    ``refresh_once()`` does one refresh (returns the number of bars shown); the background thread calls it
+    every ``refresh`` seconds unless paused.  ``publish_alerts=True`` also stores/produces new alerts of
+    final bars with :func:`analytics.write_alerts` on every refresh (off by default: a chart should not
+    write unless asked).  ``signal_window`` is the rolling window of the z-scores and the volatility; the
+    refresh reads that many extra bars before the ones shown so the signals of the first bars shown are
+    the same as with the full history.
+    """
+
+    def __init__(self, settings: Settings, symbol: str | None = None, timeframe: str = "1m", window: int = 120,
+                 refresh: float = 5.0, *, z_threshold: float = 3.0, move_pct: float = 1.0, signal_window: int = 20,
+                 publish_alerts: bool = False, autostart: bool = True, height: int = 620) -> None:
+        if timeframe not in charts.TIMEFRAMES:
+            raise ValueError(f"timeframe {timeframe!r}: expected one of {', '.join(charts.TIMEFRAMES)}")
+        self.settings = settings
+        self.signal_window = signal_window
+        self.publish_alerts = publish_alerts
+        self.bars = charts.empty_bars()
+        self.alerts = analytics.empty_alerts()
+        self.last_refresh_seconds: float | None = None
+        self.last_refreshed_at: datetime | None = None
+        self.last_error: str | None = None
+        self.n_refreshes = 0
+        self.n_published = 0
+        self.n_renewed = 0  # chart widgets replaced because the browser stopped drawing them
+        self.stale_after = settings.chart_stale_after_s  # LAKEHOUSE_CHART_STALE_AFTER_S
+        self.publish_error: str | None = None
+        self._published: set[str] = set()
+        self._lock = threading.RLock()
+        self._loop: Loop | None = None
+        self._closed = False
+
+        names = self._symbols(timeframe)
+        symbol = symbol or (names[0] if names else None)
+        self.symbol_w = W.Dropdown(options=sorted(set(names) | ({symbol} if symbol else set())), value=symbol,
+                                   description="symbol", layout={"width": "220px"})
+        self.timeframe_w = W.Dropdown(options=list(charts.TIMEFRAMES), value=timeframe, description="timeframe",
+                                      layout={"width": "180px"})
+        self.window_w = W.BoundedIntText(value=window, min=5, max=100_000, step=10, description="bars",
+                                         layout={"width": "170px"})
+        self.refresh_w = W.BoundedFloatText(value=refresh, min=0.2, max=3600, step=1, description="every (s)",
+                                            layout={"width": "170px"})
+        self.pause_w = W.ToggleButton(value=False, description="Pause", icon="pause",
+                                      tooltip="pause / resume the automatic refresh")
+        self.refresh_b = W.Button(description="Refresh", icon="refresh")
+        self.z_w = W.BoundedFloatText(value=z_threshold, min=0.5, max=100, step=0.5, description="z ≥",
+                                      layout={"width": "150px"})
+        self.move_w = W.BoundedFloatText(value=move_pct, min=0.01, max=100, step=0.1, description="move % ≥",
+                                         layout={"width": "170px"})
+        self.status_w = W.HTML(pre("not refreshed yet"))
+        self.alerts_w = W.HTML(alerts_html(self.alerts))  # not in .widget: the dashboard shows it apart
+        for w in (self.symbol_w, self.timeframe_w, self.window_w, self.z_w, self.move_w):
+            w.observe(self._on_change, names="value")
+        self.refresh_w.observe(lambda _: self._loop and self._loop.poke(), names="value")
+        self.pause_w.observe(self._on_pause, names="value")
+        self.refresh_b.on_click(lambda _: self._safely(self.refresh_once))
+        # the figure starts with Gold as it is: its widget opens with the bars in its state
+        try:
+            bars, alerts = self._read()
+        except Exception:  # the first refresh below shows why
+            bars, alerts = charts.empty_bars(), analytics.empty_alerts()
+        self.figure = charts.candles_figure(bars, alerts, title=charts.title_for(self.symbol, timeframe, bars),
+                                            widget=True, height=height)
+        self.widget = W.VBox([
+            W.HBox([self.symbol_w, self.timeframe_w, self.window_w, self.refresh_w, self.pause_w, self.refresh_b]),
+            W.HBox([W.HTML("<b>alerts</b>&nbsp;"), self.z_w, self.move_w]),
+            self.figure,
+            self.status_w,
+        ])
+        self.refresh_once()
+        if autostart:
+            self.start()
+
+    # ---- the properties the widgets hold --------------------------------------------------------------
+    @property
+    def symbol(self) -> str | None:
+        return self.symbol_w.value
+
+    @property
+    def timeframe(self) -> str:
+        return self.timeframe_w.value
+
+    @property
+    def window(self) -> int:
+        return int(self.window_w.value)
+
+    @property
+    def refresh(self) -> float:
+        return float(self.refresh_w.value)
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.pause_w.value)
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and self._loop.alive
+
+    # ---- actions ----------------------------------------------------------------------------------------
+    def refresh_once(self) -> int:
+        """Read Gold, recompute signals and alerts, update the figure in place; returns the bars shown."""
+        with self._lock:
+            t0 = time.perf_counter()
+            try:
+                bars, alerts = self._read()
+                charts.update_figure(self.figure, bars, alerts, title=charts.title_for(self.symbol, self.timeframe,
+                                                                                       bars))
+                if self.figure.stale(self.stale_after):
+                    self._renew_figure()
+                self.bars, self.alerts = bars, alerts
+                self.alerts_w.value = alerts_html(alerts)
+                self.last_error = None
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.status_w.value = pre(f"refresh failed: {self.last_error}", "crimson")
+                raise
+            finally:
+                self.last_refresh_seconds = time.perf_counter() - t0
+                self.last_refreshed_at = datetime.now(UTC)
+            self.n_refreshes += 1
+            self.status_w.value = pre(self.status_text())
+            return len(bars)
+
+    def _read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Gold's last bars of the chosen symbol and timeframe with their signals, and the alerts on them."""
+        self._update_symbols()
+        symbol, tf = self.symbol, self.timeframe
+        n = self.window + self.signal_window + 1
+        history = charts.read_bars(self.settings, tf, symbol, n) if symbol else charts.empty_bars()
+        if history.empty:
+            return history, analytics.empty_alerts()
+        signals = analytics.add_signals(history, window=self.signal_window)
+        alerts = analytics.detect_alerts(signals, float(self.z_w.value), float(self.move_w.value), timeframe=tf)
+        bars = signals.tail(self.window).reset_index(drop=True)
+        if self.publish_alerts:
+            self._publish(alerts)
+        return bars, alerts[alerts["bar_start"] >= bars["bar_start"].iloc[0]].reset_index(drop=True)
+
+    def _publish(self, alerts: pd.DataFrame) -> None:
+        """Store/produce the alerts not published yet; a failure is shown, the chart still updates."""
+        todo = alerts[alerts["is_final"] & ~alerts["alert_id"].isin(self._published)]
+        if todo.empty:
+            return
+        try:
+            if not reachable(self.settings.bootstrap):
+                raise ConnectionError(f"broker {self.settings.bootstrap} unreachable")
+            self.n_published += analytics.write_alerts(todo, self.settings)
+            self._published.update(todo["alert_id"])
+            self.publish_error = None
+        except Exception as exc:  # retried on the next refresh (nothing is stored unless published)
+            self.publish_error = f"{type(exc).__name__}: {exc}"
+
+    def shown_bars(self) -> pd.DataFrame:
+        """The bars the figure shows, read back from its traces (under the refresh lock: consistent)."""
+        with self._lock:
+            return charts.figure_bars(self.figure)
+
+    def status_text(self) -> str:
+        state = "closed" if self._closed else "paused" if self.paused else (
+            f"live every {self.refresh:g}s" if self.running else "stopped")
+        if self.bars.empty:
+            where = charts.table_path(self.settings, self.timeframe)
+            head = f"{self.symbol or '-'} {self.timeframe}: no bars yet ({where})"
+        else:
+            last = self.bars.iloc[-1]
+            head = (f"{self.symbol} {self.timeframe}: {len(self.bars)} bars, last {last['bar_start']:%H:%M} UTC "
+                    f"O={last['open']:g} H={last['high']:g} L={last['low']:g} C={last['close']:g} "
+                    f"({'final' if last['is_final'] else 'forming'})")
+        took = f"{1000 * self.last_refresh_seconds:.0f} ms" if self.last_refresh_seconds is not None else "-"
+        at = f"{self.last_refreshed_at:%H:%M:%S}" if self.last_refreshed_at else "-"
+        pub = ""
+        if self.publish_alerts:
+            pub = f", {self.n_published} published" + (f" (not published: {self.publish_error})"
+                                                        if self.publish_error else "")
+        renewed = f" | chart re-sent {self.n_renewed}x" if self.n_renewed else ""
+        return f"{head} | {len(self.alerts)} alert(s){pub} | refreshed {at} UTC in {took}{renewed} | {state}"
+
+    def start(self) -> None:
+        """Start the background refresh (a running one is kept)."""
+        if self._closed:
+            raise RuntimeError("closed")
+        if not self.running:
+            self._loop = Loop(self._tick, lambda: self.refresh, "live-candles-refresh")
+
+    def pause(self) -> None:
+        """Stop refreshing (the chart stays); returns once a refresh in progress has finished."""
+        self.pause_w.value = True
+        with self._lock:
+            pass
+
+    def resume(self) -> None:
+        self.pause_w.value = False
+        if not self.running and not self._closed:
+            self.start()
+
+    def stop(self) -> None:
+        """Stop the background thread (the widgets stay; ``start()`` runs it again)."""
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+
+    def close(self) -> None:
+        """Stop the refresh thread and close the widgets."""
+        self.stop()
+        self._closed = True
+        self.status_w.value = pre(self.status_text())
+        for w in (self.widget, *self.widget.children, *self.widget.children[0].children,
+                  *self.widget.children[1].children, self.alerts_w):
+            w.close()
+
+    def wait_for(self, predicate: Callable[[LiveCandles], bool], timeout: float = 30.0) -> bool:
+        """Poll until ``predicate(self)`` is true (after background refreshes); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.05)
+        return predicate(self)
+
+    # ---- internals ------------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        with self._lock:  # checked under the lock: once pause() returns, no refresh runs or starts
+            if self.paused or self._closed:
+                return
+            try:
+                self.refresh_once()
+            except Exception:
+                log.exception("live refresh failed")  # shown in the status line, retried next tick
+
+    def _renew_figure(self) -> None:
+        """Show a new chart widget (same figure) in place of one whose view stopped drawing (LiveFigure.stale)."""
+        old = self.figure
+        self.figure = charts.LiveFigure(old.fig)
+        self.widget.children = tuple(self.figure if w is old else w for w in self.widget.children)
+        old.close()
+        self.n_renewed += 1
+        log.warning("live chart: the browser stopped drawing it; sent a new chart widget (%d so far)",
+                    self.n_renewed)
+
+    def _symbols(self, timeframe: str) -> list[str]:
+        try:
+            return charts.symbols(self.settings, timeframe)
+        except Exception:  # the table is being created: no symbols yet
+            return []
+
+    def _update_symbols(self) -> None:
+        names = self._symbols(self.timeframe)
+        current = self.symbol
+        options = sorted(set(names) | ({current} if current else set()))
+        if list(self.symbol_w.options) != options:
+            # options first, then value (not under hold_trait_notifications: its deferred validation checks
+            # the new value against the old options, which fails when the first symbol appears)
+            self.symbol_w.unobserve(self._on_change, names="value")
+            try:
+                self.symbol_w.options = options
+                self.symbol_w.value = current or (options[0] if options else None)
+            finally:
+                self.symbol_w.observe(self._on_change, names="value")
+
+    def _on_change(self, _change: Any) -> None:
+        self._safely(self.refresh_once)
+
+    def _on_pause(self, change: Any) -> None:
+        self.pause_w.description, self.pause_w.icon = ("Resume", "play") if change["new"] else ("Pause", "pause")
+        self.status_w.value = pre(self.status_text())
+
+
+def last_bar_line(bars: pd.DataFrame) -> str:
+    """'2019-07-01 00:59 UTC O=... H=... L=... C=... (forming)' for the notebooks' bounded runs."""
+    if bars.empty:
+        return "no bars"
+    b = bars.iloc[-1]
+    return (f"{b['bar_start']:%Y-%m-%d %H:%M} UTC open={b['open']:g} high={b['high']:g} low={b['low']:g} "
+            f"close={b['close']:g} ({'final' if b['is_final'] else 'forming'})")
+
+
+__all__ = ["LiveCandles", "PipelineStatus", "delta_count", "last_bar_line", "table_counts", "topic_offsets"]
