@@ -304,3 +304,33 @@ def test_a_set_of_tables_is_run_by_one_flow(tmp_path: Path) -> None:
     assert flow_of(layered) == "layers"  # the demo keeps to the layer queries on such a data dir
     with pytest.raises(FlowConflict, match=f"built layer by layer.*{silver.CHECKPOINT}"):
         check_flow(layered, pipeline.CHECKPOINT, LAYER_CHECKPOINTS)
+
+
+def test_delta_rs_commits_carry_the_version_checksum_spark_would_write(spark, tmp_path: Path) -> None:
+    """Each delta-rs commit leaves ``_delta_log/<v>.crc``: Spark reads protocol and metadata from it instead of
+    rebuilding them with a job per read; a commit Spark adds after ours derives its own checksum from ours."""
+    import pyarrow as pa
+
+    from lakehouse_utils.layers import delta_io
+    from lakehouse_utils.layers.streaming import ensure_table
+
+    path = tmp_path / "t"
+    ensure_table(spark, path, silver.QUARANTINE_SCHEMA, ["ingest_date"])
+    rows = [{"reason": f"r{i}", "value_raw": "x" * i, "topic": "t", "partition": 0, "offset": i, "ts_kafka": T0,
+             "quarantined_at": T0, "ingest_date": (T0 + timedelta(days=i % 2)).date()} for i in range(5)]
+    assert delta_io.append(path, pa.Table.from_pylist(rows), "app", 0)
+    log = path / "_delta_log"
+    assert sorted(p.name for p in log.glob("*.crc")) == [f"{v:020d}.crc" for v in (0, 1)]
+    ours = json.loads((log / f"{1:020d}.crc").read_text())
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").collect()[0]
+    assert ours["numFiles"] == detail.numFiles == 2 and ours["tableSizeBytes"] == detail.sizeInBytes
+    assert ours["metadata"]["partitionColumns"] == ["ingest_date"]
+    assert json.loads(ours["metadata"]["schemaString"])["fields"][0]["name"] == "reason"
+    assert spark.read.format("delta").load(str(path)).count() == 5
+
+    more = spark.createDataFrame([{**rows[0], "offset": 9}], silver.QUARANTINE_SCHEMA)
+    more.write.format("delta").mode("append").save(str(path))  # Spark's own commit (and checksum) on top of ours
+    theirs = json.loads((log / f"{2:020d}.crc").read_text())
+    assert theirs["numFiles"] == 3 and theirs["protocol"] == ours["protocol"]
+    assert theirs["metadata"]["id"] == ours["metadata"]["id"]
+    assert theirs["tableSizeBytes"] == sum(f.stat().st_size for f in path.rglob("*.parquet"))

@@ -18,6 +18,7 @@ from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import StructType
 
 from ..config import FlowConflict, table_exists
+from . import delta_io
 
 AVAILABLE_NOW = "available-now"
 # A Silver or Gold micro-batch is brought to the driver as Arrow: a catch-up is cut into batches of about
@@ -70,8 +71,6 @@ def check_flow(settings: Any, mine: str, others: tuple[str, ...] | list[str],
     names the checkpoint's query id), so the demo's checkpoints in the default data dir never stop a job that
     writes tables elsewhere, and a job pointed at the demo's tables is refused whatever checkpoint it is given.
     """
-    from . import delta_io
-
     tables = {layer: _layer_table(settings, layer) for layer in WRITES[mine]}
     found: list[tuple[Path, list[Path]]] = []
     for root in _roots(settings, checkpoint, list(tables.values())):
@@ -134,8 +133,9 @@ def ensure_table(spark: SparkSession | None, path: str | Path, schema: StructTyp
         return
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
-        DeltaTable.create(str(path), schema=to_arrow_schema(schema, timezone="UTC"), partition_by=partition_by,
-                          mode="ignore")
+        created = DeltaTable.create(str(path), schema=to_arrow_schema(schema, timezone="UTC"),
+                                    partition_by=partition_by, mode="ignore")
+        delta_io.write_checksum(created)
     except Exception:  # a concurrent creator won: fine if the table is there now
         if not table_exists(path):
             raise
