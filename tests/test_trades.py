@@ -74,6 +74,7 @@ def test_parse_valid_item_without_ord_type() -> None:
         ord_type=None,
         event_time=datetime(2019, 7, 1, 0, 0, 3, 172000, tzinfo=UTC),
         ingest_time=INGEST,
+        venue_symbol="XBT/USD",  # the name as Kraken sent it
     )
 
 
@@ -154,6 +155,7 @@ def test_trade_json_and_kafka_fields() -> None:
     assert json.loads(text) == {
         "exchange": "kraken",
         "symbol": "BTC/USD",
+        "venue_symbol": "BTC/USD",
         "trade_id": "1",
         "price": 10749.4,
         "qty": 0.004,
@@ -163,7 +165,7 @@ def test_trade_json_and_kafka_fields() -> None:
         "ingest_time": "2019-07-01T00:00:04.000005Z",
         "schema_version": SCHEMA_VERSION,
     }
-    assert trade.kafka_key() == b"BTC/USD"
+    assert trade.kafka_key() == b"kraken|BTC/USD"
     assert trade.kafka_headers("kraken") == [("source", b"kraken"), ("schema_version", b"1")]
 
 
@@ -172,7 +174,9 @@ def _reference_json(trade: Trade) -> str:
     def fmt(ts: datetime) -> str:
         return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    fields = {"exchange": trade.exchange, "symbol": trade.symbol, "trade_id": trade.trade_id, "price": trade.price,
+    venue = {} if trade.venue_symbol is None else {"venue_symbol": trade.venue_symbol}
+    fields = {"exchange": trade.exchange, "symbol": trade.symbol, **venue, "trade_id": trade.trade_id,
+              "price": trade.price,
               "qty": trade.qty, "side": trade.side, "ord_type": trade.ord_type, "event_time": fmt(trade.event_time),
               "ingest_time": fmt(trade.ingest_time), "schema_version": SCHEMA_VERSION}
     return json.dumps(fields, separators=(",", ":"), allow_nan=False)
@@ -190,7 +194,8 @@ def test_to_json_is_byte_for_byte_the_json_dumps_format() -> None:
         price = rng.choice([rng.random() * 10 ** rng.randint(-8, 12), 5e-324, 1.7976931348623157e308, -0.0, 7, True])
         trade_id = rng.choice([str(rng.randint(1, 10**12)), rng.randint(1, 100), rng.choice(texts)])
         trade = Trade(rng.choice(texts), rng.choice(texts), trade_id, price, rng.choice([rng.random(), 2]),  # type: ignore[arg-type]
-                      rng.choice(texts), rng.choice([None, "limit", "ü"]), event, ingest)
+                      rng.choice(texts), rng.choice([None, "limit", "ü"]), event, ingest,
+                      rng.choice([None, *texts]))
         assert trade.to_json() == _reference_json(trade)
     naive = datetime(2024, 1, 1, 12, 0, 0, 5)  # taken as local time, as before
     trade = Trade("x", "BTC/USD", "1", 1.0, 1.0, "buy", None, naive, naive)

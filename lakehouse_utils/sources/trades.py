@@ -1,6 +1,7 @@
-"""The normalized trade record shared by every source, and the Kraken v2 trade parser.
+"""The normalized trade record shared by every source, the field checks every venue's parser uses, and the
+Kraken v2 trade parser.
 
-Every source (live Kraken, replay, synthetic) yields either a :class:`Trade` (a valid,
+Every source (Kraken, Coinbase, Binance, a replay, synthetic) yields either a :class:`Trade` (a valid,
 typed print) or a :class:`Rejected` (the raw input plus a reason, for the dead-letter topic).
 
 Reasons are machine-friendly codes, optionally followed by a space and a detail, e.g.
@@ -10,17 +11,19 @@ Reasons are machine-friendly codes, optionally followed by a space and a detail,
 Parsing policy for Kraken v2 trade items: ``price`` and ``qty`` must be JSON numbers
 (int or float, not bool). Numeric strings are rejected as ``bad_type`` on purpose:
 Kraken v2 documents them as numbers, so a string means the feed changed and the input
-belongs in the dead-letter topic rather than being silently coerced.
+belongs in the dead-letter topic rather than being silently coerced. Coinbase and Binance document
+decimal strings ("68923.67"): :func:`decimal_field` takes those and refuses JSON numbers the same way.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple, Protocol
 
@@ -40,6 +43,9 @@ _FINITE_MIN = -_FINITE_MAX
 
 # Kraken's legacy asset codes -> the common ones used by Kraken v2.
 _ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
+_DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")  # a venue's decimal string: digits, maybe a point and more
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, the last time datetime holds
 
 
 class TradeError(ValueError):
@@ -101,11 +107,14 @@ class Trade(NamedTuple):
     ord_type: str | None
     event_time: datetime
     ingest_time: datetime
+    venue_symbol: str | None = None  # the venue's own name of the symbol ("BTC-USD", "BTCUSDT"); Silver keeps it
 
     def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"exchange": self.exchange, "symbol": self.symbol}
+        if self.venue_symbol is not None:
+            out["venue_symbol"] = self.venue_symbol
         return {
-            "exchange": self.exchange,
-            "symbol": self.symbol,
+            **out,
             "trade_id": self.trade_id,
             "price": self.price,
             "qty": self.qty,
@@ -122,15 +131,16 @@ class Trade(NamedTuple):
         The common case (str fields, finite float price and qty) is one f-string; anything else
         takes json.dumps, which also raises on NaN/inf as before.
         """
-        price, qty, ord_type = self.price, self.qty, self.ord_type
+        price, qty, ord_type, venue = self.price, self.qty, self.ord_type, self.venue_symbol
         if type(price) is float and type(qty) is float and _FINITE_MIN <= price <= _FINITE_MAX \
                 and _FINITE_MIN <= qty <= _FINITE_MAX:
             event_time, ingest_time = self.event_time, self.ingest_time
             event = format_time(event_time)
             ingest = event if ingest_time is event_time else format_time(ingest_time)
             try:
+                named = "" if venue is None else f'"venue_symbol":{_quote(venue)},'
                 return (
-                    f'{{"exchange":{_quote(self.exchange)},"symbol":{_quote(self.symbol)},'
+                    f'{{"exchange":{_quote(self.exchange)},"symbol":{_quote(self.symbol)},{named}'
                     f'"trade_id":{_quote(self.trade_id)},"price":{price!r},"qty":{qty!r},'
                     f'"side":{_quote(self.side)},"ord_type":{"null" if ord_type is None else _quote(ord_type)},'
                     f'"event_time":"{event}","ingest_time":"{ingest}","schema_version":{SCHEMA_VERSION}}}'
@@ -140,7 +150,8 @@ class Trade(NamedTuple):
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
 
     def kafka_key(self) -> bytes:
-        return self.symbol.encode("utf-8")
+        """``exchange|symbol``: one (exchange, symbol) in one partition, in order (see TradeProducer)."""
+        return kafka_key(self.exchange, self.symbol).encode("utf-8")
 
     def kafka_headers(self, source: str) -> list[tuple[str, bytes]]:
         return [("source", source.encode("utf-8")), ("schema_version", str(SCHEMA_VERSION).encode())]
@@ -186,6 +197,11 @@ class Rejected:
         )
 
 
+def kafka_key(exchange: str, symbol: str) -> str:
+    """The trades topic's message key: ``"kraken|BTC/USD"`` (BTC/USD of two venues are two keys)."""
+    return f"{exchange}|{symbol}"
+
+
 class TradeSource(Protocol):
     """What every source offers: a ``stats`` dict and a blocking ``stream``."""
 
@@ -196,8 +212,8 @@ class TradeSource(Protocol):
 
 def source_stats(**extra: Any) -> dict[str, Any]:
     """The counters every source keeps (the producer's status reads them), plus source-specific ones."""
-    return {"frames": 0, "trades": 0, "rejected": 0, "reconnects": 0, "snapshot_repeats": 0, "heartbeats": 0,
-            "last_trade": None, "connected": False, **extra}
+    return {"frames": 0, "trades": 0, "rejected": 0, "reconnects": 0, "snapshot_repeats": 0, "snapshot_trades": 0,
+            "heartbeats": 0, "missing_ids": 0, "gaps": {}, "last_trade": None, "connected": False, **extra}
 
 
 def shown(value: Any, limit: int = 40, show: Callable[[Any], str] = repr) -> str:
@@ -222,6 +238,51 @@ def _number(item: dict[str, Any], name: str) -> float:
     if number <= 0:
         raise TradeError(f"non_positive:{name} {shown(value)}")
     return number
+
+
+def decimal_field(item: dict[str, Any], name: str, *, limit: float | None = None) -> float:
+    """A positive, finite number sent as a decimal string (Coinbase, Binance: ``"68923.67"``).
+
+    A JSON number, an exponent, ``"NaN"`` or a sign is refused (``bad_type``): the venues document plain decimal
+    strings, so anything else means the feed changed. ``limit``: the largest value allowed (``price_too_large``).
+    """
+    value = item.get(name)
+    if value is None:
+        raise TradeError(f"missing_field:{name}")
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
+        raise TradeError(f"bad_type:{name} {shown(value)}")
+    number = float(value)
+    if number <= 0:
+        raise TradeError(f"non_positive:{name} {shown(value)}")
+    if limit is not None and number > limit:
+        raise TradeError(f"price_too_large {shown(value)}")
+    return number
+
+
+def millis_time(value: Any, name: str = "timestamp") -> datetime:
+    """Milliseconds since the epoch (Binance's ``T``), as an exact UTC time."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TradeError(f"bad_type:{name} {shown(value)}")
+    if not 0 <= value <= _MAX_MS:
+        raise TradeError(f"bad_timestamp {shown(value)}")
+    return _EPOCH + timedelta(milliseconds=value)
+
+
+def iso_time(value: Any) -> datetime:
+    """An ISO-8601 time with an offset (``...Z``); digits past the microsecond are cut, not rounded."""
+    if isinstance(value, str) and "." in value:
+        head, _, frac = value.partition(".")
+        digits = len(frac) - len(frac.lstrip("0123456789"))
+        if digits > 6:
+            value = f"{head}.{frac[:6]}{frac[digits:]}"
+    return _timestamp(value)
+
+
+def trade_id_of(value: Any) -> str:
+    """A trade id as text (an int or a non-empty string); anything else is ``bad_type:trade_id``."""
+    if type(value) is int and -_BIG_ID < value < _BIG_ID:
+        return str(value)
+    return _trade_id(value)
 
 
 def _trade_id(value: Any) -> str:
@@ -304,7 +365,7 @@ def parse_kraken_v2_trade(item: dict[str, Any], *, exchange: str = "kraken", ing
     if not (type(side) is str and side in SIDES):
         side = _side(side)
     return Trade(exchange, symbol, trade_id, price, qty, side, _ord_type(item.get("ord_type")),
-                 _timestamp(item["timestamp"]), ingest_time.astimezone(UTC))
+                 _timestamp(item["timestamp"]), ingest_time.astimezone(UTC), raw_symbol)
 
 
 _SYMBOLS: dict[str, str] = {}  # raw symbol -> normalize_symbol(raw), for the ones seen (valid ones only)
