@@ -1,0 +1,150 @@
+"""Coinbase trade adapters: the Exchange feed's ``matches`` channel and Advanced Trade's ``market_trades``.
+
+Both are one venue, ``exchange = "coinbase"``: one matching engine, the same products (``BTC-USD`` ->
+``BTC/USD``, the name kept as ``venue_symbol``) and the same trade ids, consecutive per product. Run together,
+they send the same trades twice, which Silver keeps once.
+
+- :class:`CoinbaseExchangeSource` (``wss://ws-feed.exchange.coinbase.com``) subscribes to ``matches`` (and
+  ``heartbeat``, one a second per product, which keeps an idle connection busy). On every subscribe the feed
+  sends one ``last_match`` per product: a trade that may already be in Kafka (a snapshot: counted in
+  ``snapshot_trades``, and in ``snapshot_repeats`` when its id was seen). ``side`` is the maker order's side:
+  the taker is the other one (``taker.py``).
+- :class:`CoinbaseAdvancedSource` (``wss://advanced-trade-ws.coinbase.com``) subscribes to ``market_trades``
+  and ``heartbeats`` (without it the server closes an idle connection). A ``snapshot`` event of recent trades
+  comes first. ``side`` (``BUY``/``SELL``) is read per ``taker.ADVANCED_SIDE_IS`` (the maker's: see there).
+
+Both feeds want the subscribe within 5 s of connecting: it is sent right after the handshake. Ids skipped
+between connections are counted per product (``gaps.py``). Prices and sizes are decimal strings.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from .symbols import common_symbol, venue_name
+from .taker import advanced_taker, coinbase_taker
+from .trades import MAX_PRICE, Rejected, Trade, TradeError, decimal_field, iso_time, trade_id_of
+from .ws import WebSocketSource, clip
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = "coinbase"
+EXCHANGE_FEED_URL = "wss://ws-feed.exchange.coinbase.com"
+ADVANCED_TRADE_URL = "wss://advanced-trade-ws.coinbase.com"
+_FIELDS = ("product_id", "trade_id", "price", "size", "side", "time")
+
+
+def parse_trade(item: Any, ingest_time: datetime, taker: Any) -> Trade:
+    """A Coinbase trade object (a ``match`` or a ``market_trades`` trade): the fields both feeds share.
+
+    ``taker``: the feed's rule from its ``side`` to the taker's side.
+    """
+    if not isinstance(item, dict):
+        raise TradeError(f"bad_type:item {type(item).__name__}")
+    for name in _FIELDS:
+        if item.get(name) is None:
+            raise TradeError(f"missing_field:{name}")
+    price = decimal_field(item, "price", limit=MAX_PRICE)
+    venue_symbol = item["product_id"]
+    symbol = common_symbol(EXCHANGE, venue_symbol)
+    trade_id = trade_id_of(item["trade_id"])
+    qty = decimal_field(item, "size")
+    side = taker(item["side"])
+    return Trade(EXCHANGE, symbol, trade_id, price, qty, side, None, iso_time(item["time"]), ingest_time,
+                 venue_symbol)
+
+
+def parse_match(item: Any, ingest_time: datetime) -> Trade:
+    """A Coinbase Exchange ``match`` / ``last_match`` (its ``side`` is the maker's)."""
+    return parse_trade(item, ingest_time, coinbase_taker)
+
+
+def parse_market_trade(item: Any, ingest_time: datetime) -> Trade:
+    """A trade of a Coinbase Advanced Trade ``market_trades`` event (``side`` per taker.ADVANCED_SIDE_IS)."""
+    return parse_trade(item, ingest_time, advanced_taker)
+
+
+class _CoinbaseSource(WebSocketSource):
+    exchange = EXCHANGE
+
+    def __init__(self, pairs: list[str], url: str | None = None, **options: Any) -> None:
+        super().__init__(pairs, url, **options)
+        self.products = [venue_name(EXCHANGE, p) for p in self.pairs]
+
+    def _error(self, frame: dict[str, Any], text: str, at: datetime) -> list[Trade | Rejected]:
+        """An ``error`` message (a refused subscribe, an unknown product)."""
+        self.stats["subscribe_errors"] += 1
+        detail = f"{frame.get('message', '')} {frame.get('reason', '')}".strip()
+        log.error("coinbase error: %s", detail)
+        return [self.reject(f"subscribe_error {clip(detail, 200)}", text, at)]
+
+
+class CoinbaseExchangeSource(_CoinbaseSource):
+    """Trades from the Coinbase Exchange feed's ``matches`` channel (live, or a CoinbaseReplayServer)."""
+
+    default_url = EXCHANGE_FEED_URL
+
+    def subscribe_messages(self) -> list[dict[str, Any]]:
+        return [{"type": "subscribe", "product_ids": self.products, "channels": ["matches", "heartbeat"]}]
+
+    def handle_frame(self, frame: dict[str, Any], text: str, at: datetime) -> list[Trade | Rejected]:
+        kind = frame.get("type")
+        if kind == "match":
+            return self.parse_items([frame], parse_match, text, at)
+        if kind == "last_match":
+            return self.parse_items([frame], parse_match, text, at, snapshot=True)
+        if kind == "heartbeat":
+            self.stats["heartbeats"] += 1
+        elif kind == "subscriptions":
+            log.info("subscribed: %s", frame.get("channels"))
+        elif kind == "error":
+            return self._error(frame, text, at)
+        else:
+            return [self.reject(f"unknown_type:{clip(kind)}", text, at)]
+        return []
+
+
+class CoinbaseAdvancedSource(_CoinbaseSource):
+    """Trades from Coinbase Advanced Trade's ``market_trades`` channel (live, or a CoinbaseAdvancedReplayServer)."""
+
+    default_url = ADVANCED_TRADE_URL
+
+    def subscribe_messages(self) -> list[dict[str, Any]]:
+        return [{"type": "subscribe", "product_ids": self.products, "channel": "market_trades"},
+                {"type": "subscribe", "channel": "heartbeats"}]
+
+    def handle_frame(self, frame: dict[str, Any], text: str, at: datetime) -> list[Trade | Rejected]:
+        channel = frame.get("channel")
+        if channel == "market_trades":
+            return self._market_trades(frame, text, at)
+        if channel == "heartbeats":
+            self.stats["heartbeats"] += 1
+        elif channel == "subscriptions":
+            log.info("subscribed: %s", frame.get("events"))
+        elif frame.get("type") == "error":
+            return self._error(frame, text, at)
+        else:
+            return [self.reject(f"unknown_channel:{clip(channel)}", text, at)]
+        return []
+
+    def _market_trades(self, frame: dict[str, Any], text: str, at: datetime) -> list[Trade | Rejected]:
+        events = frame.get("events")
+        if not isinstance(events, list):
+            return [self.reject("bad_type:events", text, at)]
+        out: list[Trade | Rejected] = []
+        for event in events:
+            kind = event.get("type") if isinstance(event, dict) else None
+            trades = event.get("trades") if isinstance(event, dict) else None
+            if kind not in ("snapshot", "update"):
+                out.append(self.reject(f"unknown_event_type:{clip(kind)}", text, at))
+            elif not isinstance(trades, list):
+                out.append(self.reject("bad_type:trades", text, at))
+            else:
+                out += self.parse_items(trades, parse_market_trade, text, at, snapshot=kind == "snapshot")
+        return out
+
+
+__all__ = ["ADVANCED_TRADE_URL", "EXCHANGE", "EXCHANGE_FEED_URL", "CoinbaseAdvancedSource", "CoinbaseExchangeSource",
+           "parse_market_trade", "parse_match", "parse_trade"]
