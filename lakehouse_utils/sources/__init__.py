@@ -1,5 +1,11 @@
-"""Trade sources: the normalized record (``trades.Trade``) and one module per venue or feed (``kraken``, the
-``replay`` of a recording, ``synthetic``); a new venue (Coinbase, Binance) is one more module here.
+"""Trade sources: the normalized record (``trades.Trade``) and one module per venue or feed.
+
+Venues: ``kraken`` (v2), ``coinbase`` (the Exchange feed's ``matches`` and Advanced Trade's ``market_trades``),
+``binance`` (Spot ``<symbol>@trade``), each on the shared loop of ``ws`` (reconnect, resubscribe, keep-alive,
+trade-id gaps from ``gaps``), with ``symbols`` (one BASE/QUOTE scheme) and ``taker`` (the taker's side, venue
+by venue). Each has a replay server speaking its protocol (``replay`` for Kraken, ``coinbase_replay``,
+``binance_replay``, on ``replay_server``) and plays the bundled hour re-encoded in its format (``reencode``);
+``venues`` names them all. Also ``recording`` (the recording format) and ``synthetic``.
 
 Imports: only the top-level modules (``config`` ...); nothing of Kafka, Spark or the layers.
 """
