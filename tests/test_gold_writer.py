@@ -51,7 +51,8 @@ def test_folding_fragments_in_any_order_and_grouping_gives_the_direct_bar(seed: 
 
 def silver_rows(spark, trades: list[tuple[str, float, float, datetime]]):
     rows = [Row(exchange="kraken", symbol="BTC/USD", trade_id=i, price=p, qty=q, side="buy" if n % 2 else "sell",
-                ord_type=None, event_time=t, ingest_time=t, topic="t", partition=0, offset=n, event_date=t.date())
+                ord_type=None, event_time=t, ingest_time=t, topic="t", partition=0, offset=n, event_date=t.date(),
+                venue_symbol="BTC/USD")
             for n, (i, p, q, t) in enumerate(trades)]
     return spark.createDataFrame(rows, silver.SILVER_SCHEMA)
 

@@ -113,7 +113,8 @@ def test_silver_batches_are_idempotent_and_dedup_across_batches(spark, tmp_path:
 
 def silver_rows(spark, trades: list[tuple[str, float, float, datetime, str]]):
     rows = [Row(exchange="kraken", symbol=s, trade_id=i, price=p, qty=q, side="buy" if n % 2 == 0 else "sell",
-                ord_type=None, event_time=t, ingest_time=t, topic="t", partition=0, offset=n, event_date=t.date())
+                ord_type=None, event_time=t, ingest_time=t, topic="t", partition=0, offset=n, event_date=t.date(),
+                venue_symbol="BTC/USD")
             for n, (i, p, q, t, s) in enumerate(trades)]
     return spark.createDataFrame(rows, silver.SILVER_SCHEMA)
 

@@ -73,6 +73,24 @@ def replace(path: str | Path, data: pa.Table, predicate: str, app_id: str | None
     return True
 
 
+def add_columns(path: str | Path, columns: list[tuple[str, str]]) -> list[str]:
+    """Add the ``(name, Delta primitive type)`` columns the table lacks, nullable, in one metadata commit.
+
+    Existing rows read NULL there. Spark's Delta streaming readers of the table pick the column up when they
+    (re)start; a query already running over the table stops at the schema change and resumes after a restart.
+    """
+    from deltalake import Field
+    from deltalake.schema import PrimitiveType
+
+    dt = _table(path)
+    have = {f.name for f in dt.schema().fields}
+    missing = [(name, kind) for name, kind in columns if name not in have]
+    if missing:
+        dt.alter.add_columns([Field(name, PrimitiveType(kind), nullable=True) for name, kind in missing])
+        write_checksum(dt)
+    return [name for name, _ in missing]
+
+
 def compact(path: str | Path, min_files: int = 24, partition_filters: list[tuple[str, str, Any]] | None = None) -> int:
     """Bin-pack the table's small files once there are more than ``min_files``; returns files removed.
 
@@ -125,4 +143,4 @@ def write_checksum(dt: DeltaTable) -> Path | None:
     return target
 
 
-__all__ = ["append", "applied_batch", "compact", "conform", "replace", "write_checksum"]
+__all__ = ["add_columns", "append", "applied_batch", "compact", "conform", "replace", "write_checksum"]

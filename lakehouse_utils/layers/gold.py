@@ -28,7 +28,7 @@ from pyspark.sql.streaming import StreamingQuery
 from ..config import TIMEFRAMES, Settings, table_exists
 from .gold_tables import BAR_COLUMNS, GOLD_SCHEMA, LATE_SCHEMA, PARTITIONS, bars_path, late_path
 from .gold_writer import GoldWriter, start_idle_finalizer
-from .silver import SILVER_SCHEMA
+from .silver import SILVER_SCHEMA, add_new_columns
 from .silver import ensure_tables as ensure_silver
 from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, check_flow, ensure_table, start_delta_foreach_batch
 
@@ -93,6 +93,7 @@ def ensure_tables(spark: SparkSession, settings: Settings) -> None:
         check_layout(spark, bars_path(settings, tf))
         ensure_table(spark, bars_path(settings, tf), GOLD_SCHEMA, PARTITIONS)
     ensure_table(spark, late_path(settings), LATE_SCHEMA, ["event_date"])
+    add_new_columns(late_path(settings), LATE_SCHEMA)  # Silver's new columns (venue_symbol) in an older table
 
 
 def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: str,

@@ -46,7 +46,8 @@ SIDES = ("buy", "sell")
 SYMBOL_RE = r"(?i)^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}(?![\s\S])"
 
 # Every field read as text first: a wrong JSON type becomes a clear reason instead of a silent NULL.
-_RAW_FIELDS = ["exchange", "symbol", "trade_id", "price", "qty", "side", "ord_type", "event_time", "ingest_time"]
+_RAW_FIELDS = ["exchange", "symbol", "trade_id", "price", "qty", "side", "ord_type", "event_time", "ingest_time",
+               "venue_symbol"]
 RAW_SCHEMA = T.StructType([T.StructField(f, T.StringType()) for f in _RAW_FIELDS])
 _CORRUPT = "_corrupt"  # from_json puts a row it cannot parse here (one parse finds every malformed row)
 _PARSE_SCHEMA = T.StructType([*RAW_SCHEMA.fields, T.StructField(_CORRUPT, T.StringType())])
@@ -66,6 +67,9 @@ SILVER_SCHEMA = T.StructType([
     T.StructField("partition", T.IntegerType()),
     T.StructField("offset", T.LongType()),
     T.StructField("event_date", T.DateType()),
+    # the venue's own name of the symbol (BTC-USD, BTCUSDT); last, so a table made before it had it gets it added
+    # (ensure_tables), and NULL for messages written before the producer sent it
+    T.StructField("venue_symbol", T.StringType()),
 ])
 QUARANTINE_SCHEMA = T.StructType([
     T.StructField("reason", T.StringType()),
@@ -135,6 +139,7 @@ def parse_bronze(bronze: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
         "partition",
         "offset",
         F.to_date(event_time).alias("event_date"),
+        j["venue_symbol"].alias("venue_symbol"),
         _first_reason(checks).alias("reason"),
         "value_raw",
         "ts_kafka",
@@ -251,10 +256,17 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
 
 
 def ensure_tables(spark: SparkSession, settings: Settings) -> None:
-    """Bronze (the input), Silver and quarantine, created empty if missing."""
+    """Bronze (the input), Silver and quarantine, created empty if missing; a Silver made before a column of
+    SILVER_SCHEMA existed (``venue_symbol``) gets it, NULL in its rows."""
     ensure_bronze(spark, settings)
     ensure_table(spark, settings.silver, SILVER_SCHEMA, ["event_date"])
+    add_new_columns(settings.silver, SILVER_SCHEMA)
     ensure_table(spark, settings.quarantine, QUARANTINE_SCHEMA, ["ingest_date"])
+
+
+def add_new_columns(path: str | Path, schema: T.StructType) -> list[str]:
+    """Add the columns of ``schema`` the Delta table at ``path`` lacks (nullable, at the end); returns them."""
+    return delta_io.add_columns(path, [(f.name, f.dataType.typeName()) for f in schema.fields])
 
 
 def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = None,
