@@ -83,10 +83,11 @@ def test_jobs_on_two_workers_stay_exact_when_one_worker_is_killed(kafka: LocalKa
         assert c["bronze"] == c["trades sent"] == 2672 + 3_000
         assert c["silver"] == c["distinct trades"] == 2671 + 3_000 and c["late"] == 0 and c["quarantine"] == 0
 
-        # keyed by symbol: each symbol in one partition, in trade order; all 3 partitions hold trades
+        # keyed by exchange|symbol: each symbol in one partition, in trade order; all 3 partitions hold trades
         bronze = DeltaTable(str(settings.bronze)).to_pandas(columns=["partition", "offset", "key", "value_raw"])
         bronze["symbol"] = [json.loads(v)["symbol"] for v in bronze["value_raw"]]
-        assert (bronze["symbol"] == bronze["key"]).all()
+        assert (bronze["key"] == [f"{json.loads(v)['exchange']}|{json.loads(v)['symbol']}"
+                                  for v in bronze["value_raw"]]).all()
         assert sorted(bronze["symbol"].unique()) == sorted(["BTC/USD", *SYNTHETIC_PAIRS])
         assert (bronze.groupby("symbol")["partition"].nunique() == 1).all()
         assert sorted(bronze["partition"].unique()) == [0, 1, 2]

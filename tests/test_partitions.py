@@ -1,4 +1,4 @@
-"""A trades topic of 3 partitions, keyed by symbol: each symbol in one partition, in order; Gold unchanged.
+"""A trades topic of 3 partitions, keyed by exchange|symbol: each symbol in one partition, in order; Gold unchanged.
 
 One synthetic stream of three symbols (seeded, so it can be made again for the expected values) goes into a
 3-partition topic once per module.  Bronze, Silver and Gold run layer by layer on one data dir, the one-query
@@ -28,8 +28,9 @@ PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
 SEED, N = 20261126, 6000
 PER_TRIGGER = 2000  # offsets per micro-batch: several batches, each across the partitions
 WATERMARK = "10 seconds"  # the stream spans ~2 simulated minutes: some bars become final during the run
-# murmur2(key) % 3, as Kafka's Java client places a key (checked with kafka-clients' Utils.murmur2)
-JAVA_PARTITION = {"BTC/USD": 1, "ETH/USD": 2, "SOL/USD": 2}
+# murmur2(key) % 3 of the keys "synthetic|BTC/USD" ..., as Kafka's Java client places a key (checked with
+# kafka-clients' Utils.murmur2); partition 0 gets none
+JAVA_PARTITION = {"BTC/USD": 1, "ETH/USD": 1, "SOL/USD": 2}
 
 
 def trades() -> list:
@@ -117,7 +118,7 @@ def assert_check_passes_per_partition(settings: Settings) -> None:
 def test_each_symbol_is_in_one_partition_in_trade_id_order(produced: Settings) -> None:
     msgs = read_topic(produced.bootstrap, produced.topic)
     assert sorted(end_offsets(produced.bootstrap, produced.topic)) == [0, 1, 2]
-    assert len(msgs) == N and (msgs["key"] == msgs["symbol"]).all()
+    assert len(msgs) == N and (msgs["key"] == "synthetic|" + msgs["symbol"]).all()  # exchange|symbol
     where = msgs.groupby("symbol")["partition"].unique()
     assert {s: list(p) for s, p in where.items()} == {s: [p] for s, p in JAVA_PARTITION.items()}
     for symbol, rows in msgs.sort_values(["partition", "offset"]).groupby("symbol"):

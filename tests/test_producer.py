@@ -86,7 +86,7 @@ def test_bundled_hour_lands_exactly_in_kafka(settings: Settings, kafka: LocalKaf
     assert len(records) == SAMPLE_PRINTS
     assert len({r.value["trade_id"] for r in records}) == SAMPLE_DISTINCT
     assert records[0].value["price"] == 10749.4 and records[-1].value["price"] == 11014.3
-    assert {r.key for r in records} == {"BTC/USD"}
+    assert {r.key for r in records} == {"kraken|BTC/USD"}  # exchange|symbol
     assert all(r.headers == {"source": "replay", "schema_version": "1"} for r in records)
     assert {r.value["exchange"] for r in records} == {"kraken"}
     assert records[0].value["event_time"].startswith("2019-07-01T00:")
@@ -244,7 +244,7 @@ def test_producer_panel_drives_the_thread(settings: Settings, kafka: LocalKafka)
     assert text.startswith("[finished] replay:") and "delivered=2672" in text and "rejected=0" in text
     assert panel.status_text() == text  # final numbers do not move any more
     lines = panel.peek(3)
-    assert len(lines) == 3 and all("key=BTC/USD" in line for line in lines)
+    assert len(lines) == 3 and all("key=kraken|BTC/USD" in line for line in lines)
     assert '"price":11014.3' in lines[-1] and "11014.3" in panel.peek_w.value
     assert panel.peek(dlq=True) == []
     assert end_offsets(kafka.bootstrap, settings.topic) == {0: SAMPLE_PRINTS}
@@ -350,7 +350,7 @@ def test_max_speed_synthetic_lands_exactly_once_in_order_and_counters_add_up(set
     expected = list(SyntheticSource(pairs, seed=3, rate=None, n_trades=n).stream(threading.Event()))
     records = read_raw(kafka.bootstrap, settings.topic)
     assert [value.decode() for _, value, _ in records] == [t.to_json() for t in expected]  # each once, in order
-    assert [key.decode() for key, _, _ in records] == [t.symbol for t in expected]
+    assert [key.decode() for key, _, _ in records] == [f"synthetic|{t.symbol}" for t in expected]
     assert {tuple(headers) for _, _, headers in records} == {(("source", b"synthetic"), ("schema_version", b"1"))}
 
 
@@ -388,5 +388,11 @@ def test_make_source_kinds(tmp_path) -> None:
     source, cleanup = make_source("kraken", ["BTC/USD"], record=tmp_path / "rec.jsonl")
     assert source.url == "wss://ws.kraken.com/v2" and source.record == tmp_path / "rec.jsonl"
     cleanup()  # never connected: nothing to release
-    with pytest.raises(ValueError, match="unknown source"):
+    source, cleanup = make_source("binance", [], record=tmp_path / "b.jsonl")
+    assert source.url == "wss://stream.binance.com:9443/stream" and source.pairs == ["BTC/USDT"]  # its default pair
+    source, cleanup = make_source("coinbase", ["binance:BTC/USDT", "eth/usd"])  # a pair naming another venue: not it
+    assert source.url == "wss://ws-feed.exchange.coinbase.com" and source.products == ["ETH-USD"]
+    with pytest.raises(ValueError, match="no symbol for BTC/USD"):  # Binance lists no BTC/USD: said, not guessed
         make_source("binance", ["BTC/USD"])
+    with pytest.raises(ValueError, match="unknown source"):
+        make_source("bitstamp", ["BTC/USD"])

@@ -1,12 +1,13 @@
-"""A background thread running a trade source into Kafka, and the sources by name.
+"""A background thread running a trade source into Kafka.
 
 :class:`ProducerThread` runs any source (``.stream(stop)`` + ``.stats``) into a
 :class:`~lakehouse_utils.kafka.trade_producer.TradeProducer` on a background thread and reports a
-:class:`ProducerStatus`. :func:`make_source` builds the sources by name ("kraken", "replay",
-"synthetic"); the producer does not know which one it serves.
+:class:`ProducerStatus`; the producer does not know which source it serves. Several venues at once run one
+thread each (``group.ProducerGroup``).
 
-``TradeProducer``, ``ensure_topics`` and ``PERMANENT_ERRORS`` live in
-:mod:`lakehouse_utils.kafka.trade_producer` and are importable from here too.
+``TradeProducer``, ``ensure_topics`` and ``PERMANENT_ERRORS`` live in :mod:`lakehouse_utils.kafka.trade_producer`,
+and ``make_source`` (the sources by name), ``SOURCE_KINDS`` and ``parse_speed`` in
+:mod:`lakehouse_utils.kafka.source_kinds`; all are importable from here too.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
+from ..sources.gaps import show_ranges
 from ..sources.trades import Rejected, Trade, TradeSource
+from .source_kinds import SOURCE_KINDS, make_source, parse_speed
 from .trade_producer import PERMANENT_ERRORS, TradeProducer, ensure_topics
 
 log = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("kraken", "replay", "synthetic")
-SYNTHETIC_BASE_RATE = 50.0  # trades/s of the synthetic source at speed 1
 _IDLE_POLL_S = 0.1  # the helper thread serves reports when send() has not for this long
 
 
@@ -69,6 +70,14 @@ class ProducerStatus:
     blocked_s: float = 0.0  # seconds spent waiting so, in all
     blocked_for: float | None = None  # seconds the wait going on now has lasted (None: not blocked)
     broker_problem: str | None = None  # the client's recent error, e.g. the broker is unreachable
+    snapshot_trades: int = 0  # trades a venue re-sent on (re)subscribe (Kraken snapshot, Coinbase last_match ...)
+    missing_ids: int = 0  # trade ids the venue skipped (consecutive-id venues), all symbols
+    gaps: dict[str, Any] = field(default_factory=dict)  # "exchange SYMBOL" -> [(first, last) missing id range]
+    parts: tuple[ProducerStatus, ...] = ()  # one per venue when several run at once (ProducerGroup)
+
+    def gaps_text(self, limit: int = 3) -> str:
+        """``"kraken BTC/USD 101..103; binance BTC/USDT 7"`` (the first ranges of each symbol)."""
+        return "; ".join(f"{key} {show_ranges(ranges, limit)}" for key, ranges in self.gaps.items())
 
     def blocked_text(self) -> str:
         """Why no trade moves while send() waits: "BLOCKED 12s: queue full (50 waiting); broker unreachable: ..."."""
@@ -95,6 +104,8 @@ class ProducerStatus:
         extra = ""
         if self.reconnects or self.snapshot_repeats:
             extra += f" reconnects={self.reconnects} repeats={self.snapshot_repeats}"
+        if self.missing_ids:
+            extra += f" missing_ids={self.missing_ids} ({self.gaps_text(2)})"
         if self.delivery_errors:
             extra += f" ERRORS={self.delivery_errors}"
         if self.in_flight:
@@ -104,10 +115,12 @@ class ProducerStatus:
         error = f" | error: {self.error}" if self.error else ""
         if self.blocked_for is not None:
             error = f" | {self.blocked_text()}{error}"
+        each = "".join(f" | {p.source} {p.sent}" + (f" missing_ids={p.missing_ids}" if p.missing_ids else "")
+                       for p in self.parts)
         return (
             f"[{self.state}] {self.source}: received={self.received} sent={self.sent} "
             f"delivered={self.delivered} rejected={self.rejected} dlq={self.dlq_sent}{extra} "
-            f"{self.msgs_per_s:,.0f} msg/s {self.duration:.1f}s{last}{error}"
+            f"{self.msgs_per_s:,.0f} msg/s {self.duration:.1f}s{last}{error}{each}"
         )
 
 
@@ -175,6 +188,11 @@ class ProducerThread:
             self._end("stopped")
             self._done.wait(timeout + 10.0)
         return self.status()
+
+    def request_stop(self) -> None:
+        """Tell the source to stop, without waiting (``stop()`` waits for the flush)."""
+        if self.running:
+            self._end("stopped")
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the run to end (flush and cleanup included); True if it has."""
@@ -317,71 +335,10 @@ class ProducerThread:
             blocked_s=c["blocked_s"],
             blocked_for=c["blocked_for"],
             broker_problem=c["broker_problem"],
+            snapshot_trades=int(stats.get("snapshot_trades", 0) or 0),
+            missing_ids=int(stats.get("missing_ids", 0) or 0),
+            gaps=dict(stats.get("gaps") or {}),
         )
-
-
-# ---- sources by name -------------------------------------------------------------------------
-
-
-def _noop() -> None:
-    return None
-
-
-def make_source(
-    kind: str,
-    pairs: list[str] | tuple[str, ...] | None,
-    *,
-    url: str | None = None,
-    file: str | Path | None = None,
-    speed: float | str = "max",
-    record: str | Path | None = None,
-    seed: int = 42,
-    n_trades: int | None = None,
-) -> tuple[TradeSource, Callable[[], None]]:
-    """Build a source by name; returns ``(source, cleanup)`` (call cleanup once the stream ended).
-
-    - ``"kraken"``: live Kraken v2 (``url`` defaults to wss://ws.kraken.com/v2), recorded to ``record``.
-    - ``"replay"``: a local :class:`~lakehouse_utils.sources.replay.ReplayServer` playing ``file`` (default: the
-      bundled real hour) at ``speed`` ("max" or a factor, 1 = real time); the stream ends with the recording.
-      Without ``pairs`` it plays every symbol the recording holds.
-
-    Live and synthetic sources without ``pairs`` take BTC/USD.
-    - ``"synthetic"``: a seeded random walk, ``SYNTHETIC_BASE_RATE`` x ``speed`` trades/s ("max": as fast
-      as possible on a simulated clock), ``n_trades`` in total (None: endless).
-    """
-    from ..sources.kraken import KRAKEN_V2_URL, KrakenV2Source
-
-    pairs = list(pairs or [])
-    if kind != "replay" and not pairs:
-        pairs = ["BTC/USD"]
-    if kind == "kraken":
-        return KrakenV2Source(pairs, url or KRAKEN_V2_URL, record=record), _noop
-    if kind == "replay":
-        from ..sources.replay import SAMPLE_RECORDING, ReplayServer
-
-        server = ReplayServer(file or SAMPLE_RECORDING, speed, close_when_done=True).start()
-        try:
-            source = KrakenV2Source(pairs or server.symbols, server.url, end_on_close=True, record=record)
-        except Exception:
-            server.stop()
-            raise
-        return source, server.stop
-    if kind == "synthetic":
-        from ..sources.synthetic import SyntheticSource
-
-        rate = None if str(speed) == "max" else SYNTHETIC_BASE_RATE * float(speed)
-        return SyntheticSource(pairs, seed=seed, rate=rate, n_trades=n_trades), _noop
-    raise ValueError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
-
-
-def parse_speed(text: str | float | None) -> float | str:
-    """'max' (or empty) -> 'max'; '10' -> 10.0 (must be > 0)."""
-    if text is None or str(text).strip().lower() in ("", "max"):
-        return "max"
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"speed must be > 0 or 'max', got {text!r}")
-    return value
 
 
 __all__ = [

@@ -1,10 +1,10 @@
 """Trades into Kafka: an idempotent, backpressured producer for trades and their dead letters.
 
 :class:`TradeProducer` writes one JSON message per :class:`~lakehouse_utils.sources.trades.Trade`
-(key = symbol, headers = source + schema_version) to the trades topic and every
-:class:`~lakehouse_utils.sources.trades.Rejected` input to the dead-letter topic ``<topic>.dlq``
-(key = reason code). On a topic of several partitions each symbol goes to one partition (the murmur2 hash
-of its key, as Java clients place it), so a symbol's trades keep their order. It is idempotent
+(key = ``exchange|symbol``, e.g. ``kraken|BTC/USD``; headers = source + schema_version) to the trades topic and
+every :class:`~lakehouse_utils.sources.trades.Rejected` input to the dead-letter topic ``<topic>.dlq``
+(key = reason code). On a topic of several partitions each (exchange, symbol) goes to one partition (the murmur2
+hash of its key, as Java clients place it), so a venue's trades of a symbol keep their order. It is idempotent
 (``acks=all``, no duplicates on retry), compresses with zstd and keeps librdkafka's queue bounded: when the
 queue is full (say the broker is down), :meth:`TradeProducer.send` blocks the caller instead of buffering
 without limit, and never drops a message it accepted. A trade the broker refuses for good (e.g.
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from ..sources.trades import SCHEMA_VERSION, Rejected, Trade
+from ..sources.trades import SCHEMA_VERSION, Rejected, Trade, kafka_key
 from .delivery import DeliveryBook, error_text
 from .kafka_conf import Conn, client_config, connection
 from .topics import ensure_topic
@@ -122,6 +122,7 @@ class TradeProducer(DeliveryBook):
         self._unserved = 0  # messages sent since reports were last served
         self._served_at = time.monotonic()
         self._per_source: dict[str, tuple[Headers, Callback]] = {}  # headers and report callback, built once
+        self._keys: dict[tuple[str, str], str] = {}  # (exchange, symbol) -> message key, built once
         self._failed: deque[Rejected] = deque()  # permanent failures waiting to go to the DLQ
         self._started = not ensure_topics
 
@@ -219,13 +220,14 @@ class TradeProducer(DeliveryBook):
             raise RuntimeError("the producer is closed")
         headers, on_error = self._per_source.get(source) or self._source_args(source)
         value = trade.to_json()
+        key = self._keys.get((trade.exchange, trade.symbol)) or self._key(trade)
         try:  # the common case, inline; a full queue or a refused message takes _produce
             # (topic, value, key, partition, on_delivery) positionally, as documented: keyword parsing
             # costs ~0.7 us per call; -1 = RD_KAFKA_PARTITION_UA, the partitioner picks (by key)
-            producer.produce(self.topic, value, trade.symbol, -1, on_error, headers=headers)
+            producer.produce(self.topic, value, key, -1, on_error, headers=headers)
             outcome = _QUEUED
         except (BufferError, KafkaException):
-            outcome = self._produce(producer, self.topic, trade.symbol, value, headers, on_error,
+            outcome = self._produce(producer, self.topic, key, value, headers, on_error,
                                     stop or self.stop_event, source=source)
         if outcome == _QUEUED:
             self.sent += 1  # only the sending thread writes it
@@ -280,6 +282,12 @@ class TradeProducer(DeliveryBook):
             if dlq is not None:
                 dlq.poll(0)
             self._served_at = time.monotonic()
+
+    def _key(self, trade: Trade) -> str:
+        if len(self._keys) >= 4096:
+            self._keys.clear()
+        key = self._keys[(trade.exchange, trade.symbol)] = kafka_key(trade.exchange, trade.symbol)
+        return key
 
     def _source_args(self, source: str) -> tuple[Headers, Callback]:
         """Headers and failure callback for trades of ``source`` (reports carry no headers), cached."""

@@ -2,7 +2,7 @@
 
 :func:`run_cluster_demo` starts (or reuses) the embedded broker and a
 :class:`~lakehouse_utils.engine.cluster.LocalCluster`, creates the trades topic with ``partitions`` partitions
-(keyed by symbol), sends the bundled real hour (BTC/USD) and a seeded 3-symbol synthetic stream, then runs
+(keyed by exchange|symbol), sends the bundled real hour (BTC/USD) and a seeded 3-symbol synthetic stream, then runs
 Bronze, Silver and Gold one after another through ``spark-submit`` on the cluster, each with ``--available-now``
 (it processes what is there, in batches of ``max_offsets_per_trigger`` for Bronze, then exits).  Gold is then
 compared with bars computed here in pandas from the sources themselves (the recording's file and the same seeded
@@ -26,7 +26,7 @@ from ..config import TIMEFRAMES, Settings
 from ..engine.cluster import ClusterSpec, LocalCluster, submit_command, submit_env
 from ..progress import ProgressLine
 
-# beside the hour's BTC/USD; keyed by symbol (murmur2, as Java), 3 partitions get LTC / BTC / ETH+SOL
+# beside the hour's BTC/USD; keyed by exchange|symbol (murmur2, as Java), 3 partitions get LTC / ETH / BTC+SOL
 SYNTHETIC_PAIRS = ["ETH/USD", "SOL/USD", "LTC/USD"]
 SYNTHETIC_SEED = 11
 BRONZE_BATCH_OFFSETS = 5000
@@ -218,7 +218,8 @@ def run_cluster_demo(settings: Settings, spec: ClusterSpec | None = None, *, clu
         ensure_topic(settings, settings.topic, partitions, settings.retention_ms)
         ensure_topics(settings)
         result = ClusterDemoResult(send_trades(settings, synthetic_trades, say))
-        progress.done(f"sent {result.produced} trades to {settings.topic} ({partitions} partitions, keyed by symbol)")
+        progress.done(f"sent {result.produced} trades to {settings.topic} ({partitions} partitions, "
+                      "keyed by exchange|symbol)")
         cluster.start(spec, progress=progress.done)
         for job in JOBS:
             run = submit_job(settings, cluster, job, on_commit=on_commit, say=say)
