@@ -61,7 +61,7 @@ def test_xbt_pair_is_normalized_and_n_trades_bounds_synthetic(kafka: LocalKafka,
     assert "ingest synthetic BTC/USDT" in text
     assert counter(text, "delivered") == 100
     records = read_topic(kafka.bootstrap, settings.topic)
-    assert len(records) == 100 and {r.key for r in records} == {"BTC/USDT"}
+    assert len(records) == 100 and {r.key for r in records} == {"synthetic|BTC/USDT"}
     assert [r.value["trade_id"] for r in records] == [str(n) for n in range(1, 101)]
     assert {r.headers["source"] for r in records} == {"synthetic"}
 
@@ -81,7 +81,8 @@ def test_duration_bounds_a_paced_run(kafka: LocalKafka, topic: str, tmp_path: Pa
     delivered = counter(text, "delivered")
     assert 100 <= delivered <= 300  # 100 trades/s for ~1.5 s
     assert end_offsets(kafka.bootstrap, settings.topic) == {0: delivered}
-    assert {m.key for m in last_messages(kafka.bootstrap, settings.topic, 50)} == {"SOL/USD", "ETH/USD"}
+    assert {m.key for m in last_messages(kafka.bootstrap, settings.topic, 50)} == {"synthetic|SOL/USD",
+                                                                                  "synthetic|ETH/USD"}
 
 
 def test_unreachable_broker_fails_fast(tmp_path: Path, capfd) -> None:

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import ingest
 
-    p = sub.add_parser("ingest", help="trades from Kraken / a replay / a synthetic walk -> Kafka (+ DLQ)")
+    p = sub.add_parser("ingest", help="trades from Kraken, Coinbase, Binance / a replay / a synthetic walk -> Kafka "
+                                      "(+ DLQ)")
     _common(p)
     _partitions(p)
     ingest.add_arguments(p)
@@ -99,10 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: broker + producer + Bronze/Silver/Gold in one process")
     _common(p)
-    p.add_argument("--source", choices=["replay", "kraken", "synthetic"], default="replay")
-    p.add_argument("--file", help="recording to replay (default: the bundled real hour)")
-    p.add_argument("--pair", action="append", dest="pairs", help="pair(s), e.g. BTC/USD or XBT/USDT (repeatable)")
-    p.add_argument("--speed", default="max", help="replay speed factor or 'max' (default max)")
+    ingest.add_source_arguments(p)
     p.add_argument("--broker-port", type=int, help="port of the embedded broker (default 19092)")
     p.add_argument("--trigger", default="1 second", help="processing-time trigger of the pipeline query")
     p.add_argument("--watermark")
@@ -148,8 +146,8 @@ def _job(p: argparse.ArgumentParser) -> None:
 
 def _partitions(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, default=None, metavar="N",
-                   help="partitions of the trades topic if it is created here (default 1; keyed by symbol, so "
-                        "each symbol keeps its order); an existing topic is kept as it is, with a warning")
+                   help="partitions of the trades topic if it is created here (default 1; keyed by exchange|symbol, "
+                        "so each symbol keeps its order); an existing topic is kept as it is, with a warning")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -211,10 +209,16 @@ def _pipeline(args: argparse.Namespace, settings: Settings) -> int:
 @command("demo")
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from ..kafka.broker import names_a_broker
+    from ..kafka.group import plan
     from .demo import run_demo
 
-    result = run_demo(settings, source=args.source, file=args.file, pairs=args.pairs, speed=args.speed,
-                      start_broker=not names_a_broker(args.bootstrap), broker_port=args.broker_port,
+    try:
+        plan(args.source, args.venues)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = run_demo(settings, source=args.source, venues=args.venues, file=args.file, pairs=args.pairs,
+                      speed=args.speed, start_broker=not names_a_broker(args.bootstrap), broker_port=args.broker_port,
                       until_drained=args.until_drained, duration=args.duration, trigger=args.trigger)
     if result.report:
         print(f"report: {result.report}")

@@ -37,6 +37,7 @@ class LayerCounts:
     late: int = 0
     bars: dict[str, int] = field(default_factory=dict)
     gold_trades: dict[str, int] = field(default_factory=dict)
+    bars_by_exchange: dict[str, dict[str, int]] = field(default_factory=dict)  # timeframe -> exchange -> bars
 
 
 @dataclass
@@ -47,6 +48,7 @@ class DemoResult:
     topic_offsets: dict[int, int]
     counts: LayerCounts
     report: Path | None = None
+    recordings: dict[str, str] = field(default_factory=dict)  # venue -> the recording its replay played
 
 
 def table_counts(spark, settings: Settings) -> LayerCounts:
@@ -61,15 +63,35 @@ def table_counts(spark, settings: Settings) -> LayerCounts:
     for tf in TIMEFRAMES:
         path = settings.bars_table(tf)
         if table_exists(path):
-            row = spark.read.format("delta").load(str(path)).agg(F.count("*"), F.sum("trades")).first()
-            counts.bars[tf], counts.gold_trades[tf] = int(row[0]), int(row[1] or 0)
+            rows = (spark.read.format("delta").load(str(path)).groupBy("exchange")
+                    .agg(F.count("*"), F.sum("trades")).collect())
+            counts.bars[tf] = sum(int(r[1]) for r in rows)
+            counts.gold_trades[tf] = sum(int(r[2] or 0) for r in rows)
+            counts.bars_by_exchange[tf] = {str(r[0]): int(r[1]) for r in sorted(rows, key=lambda r: str(r[0]))}
     return counts
+
+
+def venue_recordings(settings: Settings, venues: list[str]) -> dict[str, Path]:
+    """The recording each venue's replay plays: the bundled hour (Kraken), re-encoded for the others and written
+    to ``<data>/recordings/<venue>_btcusd_2019-07-01T00.jsonl.gz`` (once), where anyone can read it."""
+    from ..sources.recording import SAMPLE_RECORDING
+    from ..sources.reencode import write_venue_recording
+
+    out: dict[str, Path] = {}
+    for venue in venues:
+        if venue == "kraken":
+            out[venue] = SAMPLE_RECORDING
+            continue
+        path = settings.data_dir / "recordings" / f"{venue}_btcusd_2019-07-01T00.jsonl.gz"
+        out[venue] = path if path.exists() else write_venue_recording(venue, path)
+    return out
 
 
 def run_demo(
     settings: Settings,
     *,
     source: str = "replay",
+    venues: str | list[str] | None = None,
     file: str | None = None,
     pairs: list[str] | None = None,
     speed: str = "max",
@@ -83,10 +105,15 @@ def run_demo(
     extra_queries: dict[str, Callable[..., Any]] | None = None,
 ) -> DemoResult:
     from ..engine.spark import get_spark
-    from ..kafka.producer import ProducerThread, TradeProducer, ensure_topics, make_source
+    from ..kafka.group import make_producers, plan, release
+    from ..kafka.producer import ensure_topics
     from ..layers import bronze, gold, silver
     from ..layers.pipeline import start_pipeline
 
+    steps = plan(source, venues)  # a bad --source / --venues fails here, before anything starts
+    recordings: dict[str, Path] = {}
+    if file is None and len(steps) > 1 and all(kind == "replay" for kind, _ in steps):
+        recordings = venue_recordings(settings, [venue for _, venue in steps])
     t0 = time.monotonic()
     progress = progress or ProgressLine()
     kafka = None
@@ -124,9 +151,13 @@ def run_demo(
     drained = False
     try:
         supervisor.start()
-        src, cleanup = make_source(source, pairs, file=file, speed=speed)  # a replay: every symbol recorded
-        producer = ProducerThread(src, TradeProducer.from_settings(settings), name=source, cleanup=cleanup)
-        producer.start()
+        # a replay: every symbol recorded; several venues: a producer thread each
+        producer = make_producers(settings, source, pairs, venues=venues, file=file, files=recordings, speed=speed)
+        try:
+            producer.start()
+        except BaseException:
+            release(producer)
+            raise
         deadline = None if duration is None else t0 + duration
         while True:
             supervisor.check()
@@ -157,7 +188,8 @@ def run_demo(
         offsets = end_offsets(settings, settings.topic)
     counts = table_counts(spark, settings)
     status = producer.status() if producer else None
-    result = DemoResult(drained, time.monotonic() - t0, asdict(status) if status else {}, offsets, counts)
+    result = DemoResult(drained, time.monotonic() - t0, asdict(status) if status else {}, offsets, counts,
+                        recordings={v: str(p) for v, p in recordings.items()})
     progress.done(_summary(result))
     if write_report:
         result.report = write_summary(settings, result)
@@ -220,9 +252,11 @@ def _line(producer, queries: dict) -> str:
 def _summary(result: DemoResult) -> str:
     c = result.counts
     bars = " ".join(f"{tf}={n}" for tf, n in c.bars.items())
+    per = c.bars_by_exchange.get("1m", {})
+    venues = f" (1m per venue: {', '.join(f'{ex} {n}' for ex, n in per.items())})" if len(per) > 1 else ""
     return (f"{'drained' if result.drained else 'stopped'} in {result.wall_seconds:.1f}s: "
             f"topic={sum(result.topic_offsets.values())} bronze={c.bronze} silver={c.silver} "
-            f"quarantine={c.quarantine} late={c.late} bars {bars}")
+            f"quarantine={c.quarantine} late={c.late} bars {bars}{venues}")
 
 
 def write_summary(settings: Settings, result: DemoResult) -> Path:
@@ -233,10 +267,14 @@ def write_summary(settings: Settings, result: DemoResult) -> Path:
     rows = [("topic messages", sum(result.topic_offsets.values())), ("bronze rows", c.bronze),
             ("silver trades", c.silver), ("quarantined rows", c.quarantine), ("late trades", c.late)]
     rows += [(f"gold bars {tf}", n) for tf, n in c.bars.items()]
+    rows += [(f"gold bars {tf} {exchange}", n) for tf, per in c.bars_by_exchange.items() for exchange, n in per.items()
+             if len(per) > 1]
     rows += [(f"gold trades {tf}", n) for tf, n in c.gold_trades.items()]
     p = result.producer
-    rows += [("producer " + k, p.get(k)) for k in ("received", "sent", "delivered", "rejected", "dlq_sent")
-             if k in p]
+    rows += [("producer " + k, p.get(k)) for k in ("received", "sent", "delivered", "rejected", "dlq_sent",
+                                                   "snapshot_trades", "missing_ids") if k in p]
+    rows += [(f"producer {part['source']} sent", part["sent"]) for part in p.get("parts", ())]
+    rows += [(f"recording {venue}", f"`{path}`") for venue, path in result.recordings.items()]
     rows += [("wall seconds", f"{result.wall_seconds:.1f}"), ("drained", result.drained)]
     md = ["# Demo report", "", f"generated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC", "",
           "| what | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]

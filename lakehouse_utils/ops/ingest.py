@@ -14,26 +14,49 @@ from typing import TextIO
 from confluent_kafka import KafkaException
 
 from ..config import Settings
+from ..kafka.group import ProducerGroup, describe, make_producers, release
 from ..kafka.kafka_conf import KafkaSecurityError
-from ..kafka.producer import SOURCE_KINDS, ProducerStatus, ProducerThread, TradeProducer, make_source, parse_speed
+from ..kafka.producer import SOURCE_KINDS, ProducerStatus, ProducerThread, TradeProducer, parse_speed
+from ..kafka.source_kinds import LIVE_KINDS
 from ..procs import reachable
 from ..progress import ProgressLine
+from ..sources.venues import VENUES
 
-DEFAULT_PAIRS = ["BTC/USD"]
+
+def source_arg(text: str) -> str:
+    """``--source``: one kind, or a comma list of live venues (one producer thread each)."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in SOURCE_KINDS]
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"unknown source {','.join(unknown) or text!r}: choose "
+                                         f"{' | '.join(SOURCE_KINDS)} (live venues may be listed: kraken,binance)")
+    return ",".join(kinds)
+
+
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """``--source``, ``--venues``, ``--pair``, ``--file``, ``--speed``: the flags ``ingest`` and ``demo`` share."""
+    p.add_argument("--source", type=source_arg, default="replay", metavar="SOURCE",
+                   help=f"{' | '.join(LIVE_KINDS)} (live; several comma-separated run at once, a producer thread "
+                        "each) | replay (a recording through a venue's protocol over a local WebSocket, default) | "
+                        "synthetic (seeded random walk)")
+    p.add_argument("--venues", default=None, metavar="V1,V2",
+                   help=f"replay: the venues whose replay servers play the recording at once ({', '.join(VENUES)}; "
+                        "default kraken). Without --file each plays the bundled hour in its own wire format")
+    p.add_argument("--pair", action="append", dest="pairs", metavar="PAIR",
+                   help="BASE/QUOTE, repeatable (default: the venue's BTC/USD, Binance's BTC/USDT; XBT/USDT is read "
+                        "as BTC/USDT); binance:BTC/USDT names the one venue that takes it")
+    p.add_argument("--file", default=None, help="replay: recording of one venue, in its wire format (JSONL, .gz ok; "
+                                                "default the bundled real hour)")
+    p.add_argument("--speed", default="max", help="replay/synthetic: 'max' or a factor (1 = real time)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", choices=SOURCE_KINDS, default="replay",
-                   help="kraken (live wss://ws.kraken.com/v2) | replay (a recording over a local "
-                        "WebSocket, default) | synthetic (seeded random walk)")
-    p.add_argument("--pair", action="append", dest="pairs", metavar="PAIR",
-                   help="BASE/QUOTE, repeatable (default BTC/USD; XBT/USDT is read as BTC/USDT)")
-    p.add_argument("--file", default=None, help="replay: recording (JSONL, .gz ok; default the bundled real hour)")
-    p.add_argument("--speed", default="max", help="replay/synthetic: 'max' or a factor (1 = real time)")
+    add_source_arguments(p)
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until the "
                                                                  "source ends or Ctrl-C)")
-    p.add_argument("--record", default=None, help="kraken/replay: append every frame received to this JSONL file")
-    p.add_argument("--url", default=None, help="kraken: WebSocket URL (default wss://ws.kraken.com/v2)")
+    p.add_argument("--record", default=None, help="live/replay: append every frame received to this JSONL file "
+                                                  "(one venue)")
+    p.add_argument("--url", default=None, help="live: the venue's WebSocket URL (default: the venue's own)")
     p.add_argument("--seed", type=int, default=42, help="synthetic: random seed")
     p.add_argument("--n-trades", dest="n_trades", type=int, default=None, help="synthetic: stop after N trades")
 
@@ -48,6 +71,9 @@ def summary(status: ProducerStatus) -> str:
         f"  dlq delivered   {status.dlq_delivered:>10,}",
         f"  delivery errors {status.delivery_errors:>10,}",
         f"  reconnects      {status.reconnects:>10,}  (snapshot repeats {status.snapshot_repeats:,})",
+        f"  snapshot trades {status.snapshot_trades:>10,}  (re-sent on subscribe; Silver keeps each trade once)",
+        f"  missing ids     {status.missing_ids:>10,}" + (f"  ({status.gaps_text(5)})" if status.missing_ids else
+                                                          "  (no trade id skipped)"),
         f"  duration        {status.duration:>10.1f} s  ({status.avg_per_s:,.0f} trades/s)",
     ]
     if status.dead_lettered:
@@ -56,6 +82,11 @@ def summary(status: ProducerStatus) -> str:
         lines.append(f"  last error      {status.last_delivery_error}")
     if status.error:
         lines.append(f"  FAILED: {status.error}")
+    for part in status.parts:  # several venues: each one's own counts
+        gaps = f", missing ids {part.missing_ids:,} ({part.gaps_text(3)})" if part.missing_ids else ""
+        lines.append(f"  {part.source:<17} sent {part.sent:,}, delivered {part.delivered:,}, rejected "
+                     f"{part.rejected:,}, reconnects {part.reconnects:,}, snapshot trades {part.snapshot_trades:,}"
+                     f"{gaps}")
     return "\n".join(lines)
 
 
@@ -65,7 +96,7 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
     Returns 0 if every message reached Kafka, 1 on delivery errors or a failed source, 2 if Kafka is unreachable.
     """
     out = out or sys.stdout
-    pairs = args.pairs or ([] if args.source == "replay" else DEFAULT_PAIRS)  # a replay: every symbol recorded
+    pairs = args.pairs or []  # a replay: every symbol recorded; a live venue: its default pair
     speed = parse_speed(args.speed)
     timeout = getattr(args, "connect_timeout", 10.0)
     hint = "start the embedded broker with `lakehouse broker start`, or pass --bootstrap"
@@ -86,16 +117,21 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
     except KafkaException as exc:
         print(f"cannot reach Kafka at {settings.bootstrap}: {exc}\n{hint}", file=out, flush=True)
         return 2
-    source, cleanup = make_source(args.source, pairs, url=args.url, file=args.file, speed=speed,
-                                  record=args.record, seed=args.seed, n_trades=args.n_trades)
-    thread = ProducerThread(source, producer, name=args.source, duration=args.duration, cleanup=cleanup)
-    print(f"ingest {args.source} {', '.join(getattr(source, 'pairs', pairs))} -> {settings.bootstrap} "
-          f"topic {settings.topic} (rejects -> {settings.dlq_topic})", file=out, flush=True)
+    producer.close(0)  # it only made the topics: each venue's thread has its own producer
+    try:
+        thread: ProducerThread | ProducerGroup = make_producers(
+            settings, args.source, pairs, venues=args.venues, file=args.file, duration=args.duration, url=args.url,
+            speed=speed, record=args.record, seed=args.seed, n_trades=args.n_trades)
+    except ValueError as exc:  # a venue or pair the sources cannot serve: one line, not a traceback
+        print(f"error: {exc}", file=out, flush=True)
+        return 2
+    print(f"ingest {describe(thread)} -> {settings.bootstrap} topic {settings.topic} "
+          f"(rejects -> {settings.dlq_topic})", file=out, flush=True)
     progress = ProgressLine(out, every=0.5, log_every=5.0)
     try:
         thread.start()
     except BaseException:
-        cleanup()
+        release(thread)
         raise
     try:
         while not thread.join(0.25):
@@ -112,4 +148,4 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
     return 0 if status.ok and not thread.running and status.in_flight == 0 else 1
 
 
-__all__ = ["add_arguments", "run", "summary"]
+__all__ = ["add_arguments", "add_source_arguments", "run", "source_arg", "summary"]

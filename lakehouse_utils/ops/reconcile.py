@@ -4,6 +4,8 @@
 - :func:`check_silver`: Silver and quarantine against the Bronze rows, through their lineage columns.
 - :func:`check_gold`: every Gold bar against the bar of Silver's trades (:func:`expected_bars`), minus the late
   trades; ``is_final`` against the watermark.
+- :func:`trade_id_gaps`: ids missing in Silver per (exchange, symbol) of the venues that number trades 1, 2, 3 ...
+  (a fact about the feed, not a difference between tables).
 
 Each returns its :class:`Finding` s (the differences) and its facts (counts, lag, watermark) for the report;
 ``check.py`` reads the tables at the versions to compare and puts the report together.
@@ -22,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..config import TIMEFRAMES
+from ..sources.gaps import CONSECUTIVE_IDS, id_ranges, show_ranges
 
 LINEAGE = ["topic", "partition", "offset"]
 KEYS = ["exchange", "symbol", "trade_id"]
@@ -76,7 +79,7 @@ def check_bronze(bronze: pd.DataFrame, end_offsets: dict[tuple[str, int], int] |
 
 
 # -- Silver + quarantine -----------------------------------------------------------------------------
-_RAW_TEXT = ("exchange", "symbol", "trade_id", "side")
+_RAW_TEXT = ("exchange", "symbol", "trade_id", "side", "venue_symbol")
 
 
 def _raw_fields(values: pd.Series) -> pd.DataFrame:
@@ -164,7 +167,8 @@ def check_silver(bronze: pd.DataFrame, silver: pd.DataFrame, quarantine: pd.Data
     mine = silver.assign(_k=s_key).merge(raw, on="_k", suffixes=("", "_raw"))
     diff = pd.Series(False, index=mine.index)
     for c in _RAW_TEXT:
-        diff |= mine[c].astype("string").fillna("") != mine[f"{c}_raw"].astype("string").fillna("")
+        if c in silver:  # a Silver read without venue_symbol (made before it) is compared on the rest
+            diff |= mine[c].astype("string").fillna("") != mine[f"{c}_raw"].astype("string").fillna("")
     for c in ("price", "qty"):
         diff |= mine[c].astype(float).to_numpy() != mine[f"{c}_raw"].astype(float).to_numpy()
     if diff.any():
@@ -277,9 +281,26 @@ def check_gold(silver: pd.DataFrame, late: pd.DataFrame, gold: dict[str, pd.Data
     return out, {"gold": facts}
 
 
+def trade_id_gaps(silver: pd.DataFrame, n: int = 5) -> dict[str, dict[str, Any]]:
+    """Per "exchange SYMBOL" of a venue with consecutive ids: the first and last id Silver holds, how many ids
+    between them it lacks, and the first ``n`` missing ranges (``"101..103"``). Ids that are not plain digits
+    (another venue's scheme) are passed over."""
+    out: dict[str, dict[str, Any]] = {}
+    held = silver[silver["exchange"].isin(sorted(CONSECUTIVE_IDS))]
+    for (exchange, symbol), ids in held.groupby(["exchange", "symbol"], sort=True)["trade_id"]:
+        digits = ids[ids.str.fullmatch(r"[0-9]{1,18}")].astype("int64").to_numpy()
+        if not len(digits):
+            continue
+        ranges = id_ranges(digits)
+        out[f"{exchange} {symbol}"] = {"first": int(digits.min()), "last": int(digits.max()),
+                                       "missing": sum(b - a + 1 for a, b in ranges), "ranges": len(ranges),
+                                       "examples": show_ranges(ranges, n) if ranges else ""}
+    return out
+
+
 def _bar_label(r: pd.Series) -> str:
     return f"{r['exchange']} {r['symbol']} {pd.Timestamp(int(r['bar_start']), unit='us', tz='UTC'):%Y-%m-%d %H:%M}"
 
 
 __all__ = ["BAR_KEY", "KEYS", "LINEAGE", "Finding", "check_bronze", "check_gold", "check_silver", "expected_bars",
-           "in_trade_order"]
+           "in_trade_order", "trade_id_gaps"]
