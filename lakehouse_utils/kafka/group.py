@@ -112,11 +112,12 @@ def plan(source: str | list[str], venues: str | list[str] | None = None) -> list
     return [(k, k) for k in dict.fromkeys(kinds)]
 
 
-def thread_name(kind: str, venue: str) -> str:
-    """``replay`` for the Kraken replay (as always), ``replay:<venue>`` for another venue's, else the kind."""
+def thread_name(kind: str, venue: str, alone: bool = True) -> str:
+    """The thread's name (the ``source`` header of its messages): the kind; a replay other than Kraken's alone
+    (the ``replay`` it always was) says its venue, ``replay:coinbase``."""
     if kind != "replay":
         return kind
-    return "replay" if venue == "kraken" else f"replay:{venue}"
+    return "replay" if venue == "kraken" and alone else f"replay:{venue}"
 
 
 def make_producers(settings: Settings, source: str | list[str], pairs: list[str] | None, *,
@@ -137,8 +138,9 @@ def make_producers(settings: Settings, source: str | list[str], pairs: list[str]
         for kind, venue in steps:
             src, cleanup = make_source(kind, pairs, venue=venue, file=(files or {}).get(venue, file), **source_args)
             cleanups.append(cleanup)
-            threads.append(ProducerThread(src, TradeProducer.from_settings(settings), name=thread_name(kind, venue),
-                                          duration=duration, max_messages=max_messages, cleanup=cleanup))
+            name = thread_name(kind, venue, len(steps) == 1)
+            threads.append(ProducerThread(src, TradeProducer.from_settings(settings), name=name, duration=duration,
+                                          max_messages=max_messages, cleanup=cleanup))
     except BaseException:
         for cleanup in cleanups:
             cleanup()
