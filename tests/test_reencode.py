@@ -123,3 +123,19 @@ def test_unknown_source_kind_is_refused_by_the_parser(capsys: pytest.CaptureFixt
     assert "unknown source 'bitstamp'" in capsys.readouterr().err
     args = build_parser().parse_args(["demo", "--source", "kraken, binance"])
     assert args.source == "kraken,binance" and args.venues is None
+
+
+def test_the_producer_panel_runs_several_venues(settings: Settings, kafka: LocalKafka) -> None:
+    from lakehouse_utils.kafka.group import ProducerGroup
+    from lakehouse_utils.views.widgets import ProducerPanel
+
+    panel = ProducerPanel(settings, default_source="replay", venues="coinbase, binance", pairs=[])
+    group = panel.start()
+    assert isinstance(group, ProducerGroup) and group.join(60)
+    text = panel.stop()
+    assert text.startswith("[finished] replay:coinbase+replay:binance: received=5344 sent=5344 delivered=5344")
+    assert "| replay:coinbase 2672 | replay:binance 2672" in text
+    assert end_offsets(kafka.bootstrap, settings.topic) == {0: 2 * 2672}
+    with pytest.raises(ValueError, match="only live venues run together"):
+        ProducerPanel(settings, default_source="replay,kraken")
+    panel.close()

@@ -1,7 +1,8 @@
 """Notebook panels (ipywidgets). They only drive lakehouse_utils objects; the job logic lives elsewhere.
 
-- :class:`ProducerPanel`: pick a source, Start / Stop a :class:`~lakehouse_utils.kafka.producer.ProducerThread`,
-  watch its status line, peek at the last messages of the topic.
+- :class:`ProducerPanel`: pick a source (one venue, several, or a replay through several venues), Start / Stop
+  its :class:`~lakehouse_utils.kafka.producer.ProducerThread` (one per venue: ``kafka.group``), watch its status
+  line, peek at the last messages of the topic.
 - :class:`QueryPanel`: Start / Stop one Spark streaming query and watch its progress line.
 
 Both refresh their status from a daemon thread that ends when the job ends or the panel is closed.
@@ -20,7 +21,8 @@ from typing import Any
 import ipywidgets as W
 
 from ..config import Settings
-from ..kafka.producer import SOURCE_KINDS, ProducerThread, TradeProducer, make_source, parse_speed
+from ..kafka.group import ProducerGroup, make_producers, plan, release
+from ..kafka.producer import SOURCE_KINDS, ProducerThread, parse_speed
 from ..layers.streaming import progress_of
 from .ui import Loop, Panel, pre
 
@@ -61,17 +63,21 @@ class ProducerPanel(Panel):
         record: str | None = None,
         n_peek: int = 5,
         refresh: float = 0.5,
+        venues: str | list[str] = "kraken",
     ) -> None:
-        if default_source not in SOURCE_KINDS:
-            raise ValueError(f"unknown source {default_source!r}")
+        venues = venues if isinstance(venues, str) else ",".join(venues)
+        plan(default_source, venues if default_source == "replay" else None)  # a ValueError naming the choices
         self.settings = settings
         self.file, self.url, self.record = file, url, record
         self.refresh = refresh
-        self.thread: ProducerThread | None = None
+        self.thread: ProducerThread | ProducerGroup | None = None
         self._refresher: Loop | None = None
         self._lock = threading.Lock()
 
-        self.source_w = W.Dropdown(options=list(SOURCE_KINDS), value=default_source, description="source")
+        # a kind, or several live venues ("kraken,coinbase"): a producer thread each
+        self.source_w = W.Combobox(options=list(SOURCE_KINDS), value=default_source, description="source",
+                                   ensure_option=False, placeholder="replay | kraken,coinbase,binance ...")
+        self.venues_w = W.Text(value=venues, description="venues", placeholder="replay: kraken,coinbase,binance")
         self.pairs_w = W.Text(value=", ".join(pairs), description="pairs")
         self.speed_w = W.Text(value=str(speed), description="speed", placeholder="max or a factor")
         self.start_b = W.Button(description="Start", button_style="success", icon="play")
@@ -86,7 +92,8 @@ class ProducerPanel(Panel):
         self.peek_b.on_click(lambda _: self._safely(self.peek))
         self.dlq_b.on_click(lambda _: self._safely(lambda: self.peek(dlq=True)))
         self.widget = W.VBox([
-            W.HBox([self.source_w, self.pairs_w, self.speed_w]),
+            W.HBox([self.source_w, self.venues_w]),
+            W.HBox([self.pairs_w, self.speed_w]),
             W.HBox([self.start_b, self.stop_b]),
             self.status_w,
             W.HBox([self.n_peek_w, self.peek_b, self.dlq_b]),
@@ -95,23 +102,22 @@ class ProducerPanel(Panel):
 
     # ---- actions ----------------------------------------------------------------------------
 
-    def start(self, duration: float | None = None, max_messages: int | None = None) -> ProducerThread:
-        """Start a ProducerThread with the values in the form (a running one is kept and returned)."""
+    def start(self, duration: float | None = None,
+              max_messages: int | None = None) -> ProducerThread | ProducerGroup:
+        """Start the producer thread(s) of the values in the form (a running one is kept and returned)."""
         with self._lock:
             if self.thread is not None and self.thread.running:
                 return self.thread
             pairs = [p.strip() for p in self.pairs_w.value.replace(";", ",").split(",") if p.strip()]
             speed = parse_speed(self.speed_w.value)
-            producer = TradeProducer.from_settings(self.settings)
-            producer.start()
-            source, cleanup = make_source(self.source_w.value, pairs, url=self.url, file=self.file,
-                                          speed=speed, record=self.record)
-            thread = ProducerThread(source, producer, name=self.source_w.value, duration=duration,
-                                    max_messages=max_messages, cleanup=cleanup)
+            source = self.source_w.value.replace(" ", "")
+            thread = make_producers(self.settings, source, pairs, venues=self.venues_w.value if source == "replay"
+                                    else None, url=self.url, file=self.file, speed=speed, record=self.record,
+                                    duration=duration, max_messages=max_messages)
             try:
                 thread.start()
             except BaseException:
-                cleanup()
+                release(thread)
                 raise
             self.thread = thread
             self._set_running(True)
@@ -154,7 +160,7 @@ class ProducerPanel(Panel):
     def _set_running(self, running: bool) -> None:
         self.start_b.disabled = running
         self.stop_b.disabled = not running
-        self.source_w.disabled = self.pairs_w.disabled = self.speed_w.disabled = running
+        self.source_w.disabled = self.pairs_w.disabled = self.speed_w.disabled = self.venues_w.disabled = running
 
     def _update(self) -> bool:
         status = None if self.thread is None else self.thread.status()
