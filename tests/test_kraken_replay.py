@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,37 +17,10 @@ import pytest
 from lakehouse_utils.sources.kraken import KrakenV2Source, read_recording
 from lakehouse_utils.sources.replay import SAMPLE_RECORDING, ReplayServer
 from lakehouse_utils.sources.trades import MAX_RAW_CHARS, Rejected, Trade
+from tests.venue_fixtures import collect, rejects_of, trades_of
 
 SAMPLE_PRINTS = 2672
 SAMPLE_DISTINCT = 2671
-
-
-def collect(
-    source: KrakenV2Source,
-    until: Callable[[list[Trade | Rejected]], bool] = lambda items: False,
-    timeout: float = 15.0,
-) -> list[Trade | Rejected]:
-    """Run ``source.stream`` until it ends, ``until(items)`` holds, or ``timeout`` passes."""
-    stop = threading.Event()
-    watchdog = threading.Timer(timeout, stop.set)
-    watchdog.start()
-    items: list[Trade | Rejected] = []
-    try:
-        for item in source.stream(stop):
-            items.append(item)
-            if until(items):
-                stop.set()
-    finally:
-        watchdog.cancel()
-    return items
-
-
-def trades_of(items: list[Trade | Rejected]) -> list[Trade]:
-    return [i for i in items if isinstance(i, Trade)]
-
-
-def rejects_of(items: list[Trade | Rejected]) -> list[Rejected]:
-    return [i for i in items if isinstance(i, Rejected)]
 
 
 def trade_frame(*items: dict[str, object], kind: str = "update") -> str:

@@ -19,9 +19,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from .symbols import common_symbol, venue_name
+from .fields import TradeFields
+from .symbols import venue_name
 from .taker import binance_taker
-from .trades import MAX_PRICE, Rejected, Trade, TradeError, decimal_field, millis_time, trade_id_of
+from .trades import Rejected, Trade, millis_time
 from .ws import WebSocketSource, clip
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 EXCHANGE = "binance"
 BINANCE_URL = "wss://stream.binance.com:9443/stream"
 MAX_CONNECTION_S = 23 * 3600 + 50 * 60  # renew 10 minutes before Binance's 24 h limit
-_FIELDS = ("s", "t", "p", "q", "m", "T")
 
 
 def stream_name(name: str) -> str:
@@ -37,21 +37,12 @@ def stream_name(name: str) -> str:
     return f"{name.lower()}@trade"
 
 
+TRADE = TradeFields(EXCHANGE, "s", "t", "p", "q", "m", "T", binance_taker, lambda value: millis_time(value, "T"))
+
+
 def parse_trade(data: Any, ingest_time: datetime) -> Trade:
     """The ``data`` of a ``trade`` event: ``s`` symbol, ``t`` id, ``p`` price, ``q`` qty, ``m``, ``T`` time (ms)."""
-    if not isinstance(data, dict):
-        raise TradeError(f"bad_type:item {type(data).__name__}")
-    for name in _FIELDS:
-        if data.get(name) is None:
-            raise TradeError(f"missing_field:{name}")
-    price = decimal_field(data, "p", limit=MAX_PRICE)
-    venue_symbol = data["s"]
-    symbol = common_symbol(EXCHANGE, venue_symbol)
-    trade_id = trade_id_of(data["t"])
-    qty = decimal_field(data, "q")
-    side = binance_taker(data["m"])
-    return Trade(EXCHANGE, symbol, trade_id, price, qty, side, None, millis_time(data["T"], "T"), ingest_time,
-                 venue_symbol)
+    return TRADE.parse(data, ingest_time)
 
 
 class BinanceSource(WebSocketSource):

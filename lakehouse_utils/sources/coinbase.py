@@ -23,9 +23,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from .symbols import common_symbol, venue_name
+from .fields import TradeFields
+from .symbols import venue_name
 from .taker import advanced_taker, coinbase_taker
-from .trades import MAX_PRICE, Rejected, Trade, TradeError, decimal_field, iso_time, trade_id_of
+from .trades import Rejected, Trade, iso_time
 from .ws import WebSocketSource, clip
 
 log = logging.getLogger(__name__)
@@ -33,37 +34,21 @@ log = logging.getLogger(__name__)
 EXCHANGE = "coinbase"
 EXCHANGE_FEED_URL = "wss://ws-feed.exchange.coinbase.com"
 ADVANCED_TRADE_URL = "wss://advanced-trade-ws.coinbase.com"
-_FIELDS = ("product_id", "trade_id", "price", "size", "side", "time")
 
 
-def parse_trade(item: Any, ingest_time: datetime, taker: Any) -> Trade:
-    """A Coinbase trade object (a ``match`` or a ``market_trades`` trade): the fields both feeds share.
-
-    ``taker``: the feed's rule from its ``side`` to the taker's side.
-    """
-    if not isinstance(item, dict):
-        raise TradeError(f"bad_type:item {type(item).__name__}")
-    for name in _FIELDS:
-        if item.get(name) is None:
-            raise TradeError(f"missing_field:{name}")
-    price = decimal_field(item, "price", limit=MAX_PRICE)
-    venue_symbol = item["product_id"]
-    symbol = common_symbol(EXCHANGE, venue_symbol)
-    trade_id = trade_id_of(item["trade_id"])
-    qty = decimal_field(item, "size")
-    side = taker(item["side"])
-    return Trade(EXCHANGE, symbol, trade_id, price, qty, side, None, iso_time(item["time"]), ingest_time,
-                 venue_symbol)
+MATCH = TradeFields(EXCHANGE, "product_id", "trade_id", "price", "size", "side", "time", coinbase_taker, iso_time)
+MARKET_TRADE = TradeFields(EXCHANGE, "product_id", "trade_id", "price", "size", "side", "time", advanced_taker,
+                           iso_time)
 
 
 def parse_match(item: Any, ingest_time: datetime) -> Trade:
     """A Coinbase Exchange ``match`` / ``last_match`` (its ``side`` is the maker's)."""
-    return parse_trade(item, ingest_time, coinbase_taker)
+    return MATCH.parse(item, ingest_time)
 
 
 def parse_market_trade(item: Any, ingest_time: datetime) -> Trade:
     """A trade of a Coinbase Advanced Trade ``market_trades`` event (``side`` per taker.ADVANCED_SIDE_IS)."""
-    return parse_trade(item, ingest_time, advanced_taker)
+    return MARKET_TRADE.parse(item, ingest_time)
 
 
 class _CoinbaseSource(WebSocketSource):
@@ -146,5 +131,5 @@ class CoinbaseAdvancedSource(_CoinbaseSource):
         return out
 
 
-__all__ = ["ADVANCED_TRADE_URL", "EXCHANGE", "EXCHANGE_FEED_URL", "CoinbaseAdvancedSource", "CoinbaseExchangeSource",
-           "parse_market_trade", "parse_match", "parse_trade"]
+__all__ = ["ADVANCED_TRADE_URL", "EXCHANGE", "EXCHANGE_FEED_URL", "MARKET_TRADE", "MATCH", "CoinbaseAdvancedSource",
+           "CoinbaseExchangeSource", "parse_market_trade", "parse_match"]
