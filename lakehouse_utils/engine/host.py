@@ -1,7 +1,10 @@
 """The layer queries of one process, by name: start, find, stop, watch, and restart after a Kafka error.
 
 A :class:`QueryHost` runs Bronze, Silver, Gold (or the one-query pipeline) in this process's Spark session, each
-under a key made of its layer and its checkpoint (one query per checkpoint, as Spark allows).  The shared engine
+under a key made of its layer and its checkpoint (one query per checkpoint, as Spark allows).  Bronze runs with
+Silver's parse in its Spark job, so Silver and Gold, once started here and caught up, join its batches
+(``layers.follow``): a trade crosses the three layers in one micro-batch, and each layer still starts and stops
+on its own.  The shared engine
 (``engine.serve``) holds one for every kernel; a kernel with ``LAKEHOUSE_ENGINE=local`` holds its own.
 
 - ``start`` returns the running query of that key if there is one (a second Start is not a second query);
@@ -29,6 +32,7 @@ from pyspark.sql import SparkSession
 
 from ..config import Settings
 from ..layers import bronze, gold, pipeline, silver
+from ..layers.follow import chain_for
 from ..layers.jobs import explain_error, is_transient
 from ..layers.streaming import AVAILABLE_NOW, join_helpers
 
@@ -41,6 +45,23 @@ LAYERS: dict[str, tuple[Callable[..., Any], str]] = {
     "pipeline": (pipeline.start_pipeline, pipeline.CHECKPOINT),
 }
 MAX_RESTARTS = 3
+
+
+_KAFKA_ROWS = ("key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+               "timestampType int, headers array<struct<key:string,value:binary>>")
+
+
+def warm_up(spark: SparkSession) -> float:
+    """Run a micro-batch's transformation once on one made-up Kafka row (to Arrow, as a batch does): the classes,
+    the JIT and the code generation a first batch needs are then ready when the first trade comes.  Returns s."""
+    from datetime import UTC, datetime
+
+    t0 = time.monotonic()
+    value = (b'{"exchange":"warm","symbol":"WARM/UP","trade_id":"0","price":1.0,"qty":1.0,"side":"buy",'
+             b'"event_time":"2020-01-01T00:00:00Z","ingest_time":"2020-01-01T00:00:00Z"}')
+    rows = spark.createDataFrame([(b"WARM/UP", value, "warm-up", 0, 0, datetime.now(UTC), 1, [])], _KAFKA_ROWS)
+    pipeline.rows_for_layers(rows).toArrow()
+    return time.monotonic() - t0
 
 
 def checkpoint_of(layer: str, settings: Settings, checkpoint: str | Path | None = None) -> Path:
@@ -107,8 +128,19 @@ class QueryHost:
 
     def _run(self, hosted: Hosted) -> Any:
         start, _ = LAYERS[hosted.layer]
-        return start(self.spark, hosted.settings, trigger=hosted.trigger, checkpoint=hosted.checkpoint,
-                     **hosted.options)
+        if hosted.layer != "bronze":
+            return start(self.spark, hosted.settings, trigger=hosted.trigger, checkpoint=hosted.checkpoint,
+                         **hosted.options)
+        # Bronze with Silver's parse in the same Spark job: Silver and Gold, once they run here and have caught up,
+        # take each batch as soon as Bronze committed it (follow.Chain), as lakehouse demo's one query does
+        settings = hosted.settings
+        chain = chain_for(settings.bronze)
+        query = start(self.spark, settings, trigger=hosted.trigger, checkpoint=hosted.checkpoint,
+                      transform=pipeline.rows_for_layers,
+                      on_batch=lambda rows, commit: chain.bronze_batch(settings.bronze, rows, commit), **hosted.options)
+        with chain.lock:
+            chain.bronze = query
+        return query
 
     def find(self, key: str) -> Hosted | None:
         with self._lock:
@@ -225,4 +257,4 @@ def _with_env_secrets(settings: Settings) -> Settings:
     return settings.with_(**secrets)
 
 
-__all__ = ["LAYERS", "Hosted", "QueryHost", "checkpoint_of", "key_of"]
+__all__ = ["LAYERS", "Hosted", "QueryHost", "checkpoint_of", "key_of", "warm_up"]

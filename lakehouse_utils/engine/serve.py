@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from .host import Hosted, QueryHost, key_of
+from .host import Hosted, QueryHost, key_of, warm_up
 from .spark import get_spark
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[engine] ready in {time.monotonic() - t0:.1f}s: control 127.0.0.1:{args.port}, Spark Connect "
           f"sc://localhost:{args.connect_port} (token in {folder / 'token'}), resumed {len(resumed)} query(ies)",
           flush=True)
+    # while the user opens the notebooks: a micro-batch's code path once, so the first trade meets a warm JVM
+    threading.Thread(target=lambda: print(f"[engine] warmed up in {warm_up(engine.spark):.1f}s", flush=True),
+                     name="engine-warm-up", daemon=True).start()
     engine.stopping.wait()
     print("[engine] stopping: the queries stop between batches (their checkpoints keep their place)", flush=True)
     engine.host.close(forget=True)
