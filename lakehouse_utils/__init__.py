@@ -6,8 +6,8 @@ The folders follow a trade's path, lowest floor first; a module imports only fro
     (top)    config, jars, procs, progress: settings, the jar cache, local processes and ports, a progress line
     sources  where trades come from: the normalized Trade and one module per venue or feed
     kafka    the broker, its clients and topics, and the producer that writes trades into Kafka
-    engine   Spark: the session and a local standalone cluster
     layers   the streaming jobs Kafka -> Bronze -> Silver -> Gold and the helpers they share
+    engine   Spark: the session, the shared engine that runs the layers for every kernel, a standalone cluster
     views    what the notebooks and the dashboard show: charts, live panels, analytics, pipeline status
     ops      the operator's commands: the `lakehouse` CLI, the demos, the reconciliation check, notebook runs
     bench    speed and memory measurements (`make bench`)

@@ -76,6 +76,9 @@ class Settings:
     shuffle_partitions: int = 2
     spark_master: str = "local[*]"
     spark_ui: bool = True
+    # where notebooks run their Spark: "shared" = the one engine every kernel uses (`lakehouse engine`, a kernel
+    # holds no JVM), "local" = a Spark of the kernel's own (LAKEHOUSE_ENGINE=local); the CLI asks with --engine
+    engine: str = "shared"
     # a live chart whose pushes no browser view drew for this long is sent again as a new widget (live_figure)
     chart_stale_after_s: float = 20.0
     # where the servers the project starts listen (Spark UI/driver, replay server); see README "Operations"
@@ -159,6 +162,36 @@ class Settings:
     @property
     def reports(self) -> Path:
         return self.data_dir / "reports"
+
+    # -- to and from JSON (the shared engine is told the settings a query runs with) -------------
+    def to_json(self, reveal: bool = False) -> dict[str, Any]:
+        """Every field as JSON values, paths absolute; a password as ``None`` unless ``reveal`` (for a trusted
+        local peer only: never for a file or a log line)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                value = value.reveal() if reveal else None
+            elif isinstance(value, Path):
+                value = str(value.absolute())
+            out[f.name] = value
+        for name in ("bronze", "silver", "quarantine", "gold", "checkpoints"):  # derived from data_dir: made absolute
+            key = {"bronze": "bronze_path", "silver": "silver_path", "quarantine": "quarantine_path",
+                   "gold": "gold_path", "checkpoints": "checkpoint_dir"}[name]
+            out[key] = str(getattr(self, name).absolute())
+        return out
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> Settings:
+        """The inverse of :meth:`to_json` (unknown keys are refused, by name)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(unknown)}")
+        values = {k: v for k, v in values.items() if v is not None}
+        extra = values.pop("extra", {}) or {}
+        return cls().with_(**{k: (str(v) if isinstance(v, (int, float, bool)) and k != "extra" else v)
+                              for k, v in values.items()}).with_(extra=dict(extra))
 
     # -- construction --------------------------------------------------------------------------
     def with_(self, **overrides: Any) -> Settings:

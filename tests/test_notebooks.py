@@ -13,6 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils.config import ENV_PREFIX, table_exists
+from lakehouse_utils.engine import EngineServer
 from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.kafka.topics import end_offsets
 from lakehouse_utils.ops.notebooks import bounded_env, is_checked, nbval_command, numbered, run_nbval, run_notebooks
@@ -119,6 +120,9 @@ def test_notebooks_as_stored_pass_nbval_in_order(kafka: LocalKafka, topic: str, 
     assert alerts.alert_id.tolist() == ["BTC/USD|1m|2019-07-01T00:48:00Z|volume_z"]
     # the notebooks started no broker of their own: LAKEHOUSE_BOOTSTRAP named the session's
     assert not (data / "kafka").exists()
+    # 02-04 ran their queries in one shared engine (02 started it; the run stopped it), not a JVM per kernel
+    assert (data / "engine" / "engine.log").read_text().count("[engine] ready in") == 1
+    assert not EngineServer(data / "engine", data).is_running()
 
     # a checked cell fails on a wrong value: notebook 05 with one digit of its stored last bar changed
     nb = nbformat.read(numbered()[4], as_version=4)

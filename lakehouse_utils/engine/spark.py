@@ -27,11 +27,14 @@ def _free_port(start: int = 4040, tries: int = 50) -> int:
     return 0
 
 
-def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> SparkSession:
+def get_spark(settings: Settings | None = None, app_name: str = "lakehouse",
+              connect: tuple[int, str] | None = None) -> SparkSession:
     """Return the process's SparkSession, creating it on first call (later calls ignore settings).
 
     Kafka and Delta jars come from the local cache (``lakehouse_utils.jars``) as ``spark.jars``,
     so nothing is downloaded at run time.  Under ``spark-submit`` the submitted session is used.
+    ``connect=(port, token)`` also serves Spark Connect from this driver (the shared engine): on 127.0.0.1
+    (``settings.bind_host``), every client must send the token.
     """
     global _session
     settings = settings or Settings.from_env()
@@ -71,6 +74,14 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse") -> 
             builder = builder.config("spark.jars", ",".join(str(p) for p in jars.jars("spark")))
         if settings.spark_ui and not submitted:
             builder = builder.config("spark.ui.port", str(_free_port()))
+        if connect is not None:
+            port, token = connect
+            builder = (builder.config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
+                       .config("spark.connect.grpc.binding.address", settings.bind_host)
+                       .config("spark.connect.grpc.binding.port", str(port))
+                       .config("spark.connect.authenticate.token", token)
+                       # a kernel's session left idle (a notebook open over lunch) stays usable
+                       .config("spark.connect.session.manager.defaultSessionTimeout", "7d"))
         for key, value in settings.extra.items():
             builder = builder.config(key, value)
         spark = _session = builder.getOrCreate()  # under spark-submit: the submitted session

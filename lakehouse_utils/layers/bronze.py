@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -92,12 +94,16 @@ def read_kafka(spark: SparkSession, settings: Settings, fail_on_data_loss: bool 
 
 
 def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = None,
-                 fail_on_data_loss: bool = True, checkpoint: str | Path | None = None) -> StreamingQuery:
+                 fail_on_data_loss: bool = True, checkpoint: str | Path | None = None,
+                 transform: Callable[[DataFrame], DataFrame] | None = None,
+                 on_batch: Callable[[pa.Table, Callable[[], Any]], Any] | None = None) -> StreamingQuery:
     """Kafka topic -> ``settings.bronze`` (partitioned by ingest_date). ``trigger``: interval or 'available-now'.
 
     Each micro-batch is committed with delta-rs (``delta_io.append``) carrying (query id, batch id), so a
     batch replayed after a crash is not appended twice: the same guarantee as Spark's Delta sink, without
-    its state-reconstruction job per batch.
+    its state-reconstruction job per batch.  ``transform`` replaces :func:`to_bronze` (the fused rows: Bronze's
+    columns and Silver's parse, ``pipeline.rows_for_layers``), and ``on_batch(rows, commit)`` runs the commit
+    (``follow.Chain.bronze_batch``: then the layers that joined take the batch).
     """
     ensure_bronze(spark, settings)
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
@@ -111,11 +117,18 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
             app_id.append(app_id_for(QUERY_NAME, checkpoint))
         rows = batch.toArrow()
         count_skipped(checkpoint, batch_id, rows, stats)
-        write_batch(settings, rows, app_id[0], batch_id)
+
+        def commit() -> None:
+            write_batch(settings, rows, app_id[0], batch_id)
+
+        if on_batch is None:
+            commit()
+        else:
+            on_batch(rows, commit)
 
     with scheduler_pool(spark, QUERY_NAME):
         query = (
-            to_bronze(read_kafka(spark, settings, fail_on_data_loss))
+            (transform or to_bronze)(read_kafka(spark, settings, fail_on_data_loss))
             .writeStream.queryName(QUERY_NAME)
             .foreachBatch(write)
             .option("checkpointLocation", str(checkpoint))

@@ -2,7 +2,8 @@
 
 ``bars(trades, "1m")`` is the pure transformation (trades -> one row per exchange, symbol and bar); the tables'
 schemas and paths are in ``gold_tables.py``.
-``start_gold`` streams Silver into ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` with :class:`GoldWriter`
+``start_gold`` follows Silver (``follow.py``: its new versions, or Silver's own batches when Silver runs in the same
+process) into ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` with :class:`GoldWriter`
 (``gold_writer.py``), which keeps the forming bars in memory and writes each table with **one Delta commit
 per micro-batch**, no MERGE and no table scan:
 
@@ -20,17 +21,21 @@ per micro-batch**, no MERGE and no table scan:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.dataset as ds
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from ..config import TIMEFRAMES, Settings, table_exists
+from .follow import Follower, chain_for
 from .gold_tables import BAR_COLUMNS, GOLD_SCHEMA, LATE_SCHEMA, PARTITIONS, bars_path, late_path
 from .gold_writer import GoldWriter, start_idle_finalizer
 from .silver import SILVER_SCHEMA, add_new_columns
 from .silver import ensure_tables as ensure_silver
-from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, check_flow, ensure_table, start_delta_foreach_batch
+from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, app_id_for, check_flow, ensure_table
 
 QUERY_NAME = "gold"
 CHECKPOINT = LAYER_CHECKPOINTS[2]
@@ -103,21 +108,39 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
     writer.process(batch, batch_id, stats)
 
 
+def read_silver_files(settings: Settings, files: list[tuple[Path, Any, int]]) -> pa.Table:
+    """Silver's files (those some versions added) as Arrow with Silver's columns: no Spark job (Gold's fold is
+    Arrow on the driver)."""
+    if not files:
+        return pa.Table.from_pylist([], to_arrow_schema(SILVER_SCHEMA, timezone="UTC"))
+    partitioning = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
+    dataset = ds.dataset([str(p) for p, _, _ in files], format="parquet", partitioning=partitioning,
+                         partition_base_dir=str(settings.silver))
+    return dataset.to_table(columns=SILVER_SCHEMA.fieldNames())
+
+
 def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = None,
-               checkpoint: str | Path | None = None) -> StreamingQuery:
-    """Silver (Delta stream) -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``)."""
+               checkpoint: str | Path | None = None) -> Follower:
+    """Silver -> ``<gold>/bars_1m``, ``bars_5m``, ``bars_1h`` (+ ``late_trades``): Silver's new versions as they
+    come (a :class:`~lakehouse_utils.layers.follow.Follower`), or, while Silver runs in this process, its batches."""
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,), checkpoint)
     ensure_tables(spark, settings)
+    chain = chain_for(settings.bronze)
+    box: list[Follower] = []
 
-    def run(batch: DataFrame, batch_id: int, app_id: str, stats) -> None:
-        # the process's session, not batch.sparkSession (a per-batch clone): the writer is cached per session
-        GoldWriter.for_app(spark, settings, app_id, checkpoint).process(batch, batch_id, stats)
+    def apply(rows: pa.Table, batch_id: int) -> None:
+        writer = GoldWriter.for_app(spark, settings, app_id_for(QUERY_NAME, checkpoint), checkpoint)
+        writer.process_arrow(rows.select(SILVER_SCHEMA.fieldNames()), batch_id, box[0].layer_stats)
 
-    query = start_delta_foreach_batch(spark, settings.silver, QUERY_NAME, checkpoint, trigger or settings.trigger,
-                                      run, transform=lambda silver: silver.select(*SILVER_SCHEMA.fieldNames()))
-    start_idle_finalizer(query, spark, settings, checkpoint)
-    return query
+    follower = Follower(QUERY_NAME, settings.silver, bars_path(settings, "1m"), checkpoint,
+                        trigger or settings.trigger, lambda files: read_silver_files(settings, files), apply, chain)
+    box.append(follower)
+    with chain.lock:
+        chain.gold = follower
+    follower.start()
+    start_idle_finalizer(follower, spark, settings, checkpoint)
+    return follower
 
 
 def latest_bars(spark: SparkSession, settings: Settings, timeframe: str = "1m", n: int = 10) -> DataFrame:

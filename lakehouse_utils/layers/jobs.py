@@ -80,6 +80,11 @@ _TRANSIENT = re.compile(r"org\.apache\.kafka\.common\.errors\.\w+|org\.apache\.k
                         r"|Timeout(Exception)?: |Cannot fetch record|Failed to (get|fetch) records", re.I)
 
 
+def is_transient(text: str) -> bool:
+    """Is a query's failure one a restart from its checkpoint gets past (the broker was away)?"""
+    return _TRANSIENT.search(text) is not None
+
+
 class Supervisor:
     """Streaming queries by name; one that fails on a Kafka error is started again from its checkpoint.
 

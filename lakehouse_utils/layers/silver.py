@@ -1,7 +1,8 @@
 """Silver: Bronze -> typed, validated, deduplicated trades in event time.
 
 ``parse_bronze`` is the pure transformation: every Bronze row becomes a typed trade plus a ``reason``
-(NULL when valid).  ``start_silver`` streams Bronze through it; per micro-batch the valid rows are
+(NULL when valid).  ``start_silver`` follows Bronze through it (``follow.py``: Bronze's new versions, or Bronze's
+own batches when its query runs in the same process); per batch the valid rows are
 deduplicated on (exchange, symbol, trade_id) against the batch and against Silver itself (a duplicate
 carries its original's event_time, so only Silver rows in the batch's event-time range are read), and
 appended with Delta's idempotent-write ids: a restart or a replayed batch never re-appends a row.
@@ -21,18 +22,18 @@ import pyarrow.dataset as ds
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.streaming import StreamingQuery
 
 from ..config import Settings
 from . import delta_io
-from .bronze import ensure_bronze
+from .bronze import BRONZE_SCHEMA, ensure_bronze
+from .follow import Follower, chain_for
 from .streaming import (
     LAYER_CHECKPOINTS,
     PIPELINE_CHECKPOINT,
     LayerStats,
+    app_id_for,
     check_flow,
     ensure_table,
-    start_delta_foreach_batch,
 )
 
 QUERY_NAME = "silver"
@@ -269,17 +270,33 @@ def add_new_columns(path: str | Path, schema: T.StructType) -> list[str]:
     return delta_io.add_columns(path, [(f.name, f.dataType.typeName()) for f in schema.fields])
 
 
+def read_bronze_files(spark: SparkSession, settings: Settings, files: list[tuple[Path, Any, int]]) -> pa.Table:
+    """Bronze's files (those some versions added) through :func:`to_driver`: one Spark job, as Arrow."""
+    paths = [str(path) for path, _, _ in files]
+    bronze = spark.read.schema(BRONZE_SCHEMA).option("basePath", str(settings.bronze)).parquet(*paths)
+    return to_driver(bronze).toArrow()
+
+
 def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = None,
-                 checkpoint: str | Path | None = None) -> StreamingQuery:
-    """Bronze (Delta stream) -> ``settings.silver`` + ``settings.quarantine``."""
+                 checkpoint: str | Path | None = None) -> Follower:
+    """Bronze -> ``settings.silver`` + ``settings.quarantine``: Bronze's new versions as they come (a
+    :class:`~lakehouse_utils.layers.follow.Follower`), or, while Bronze's query runs in this process, its batches."""
     ensure_tables(spark, settings)
-    checkpoint = checkpoint or settings.checkpoint(CHECKPOINT)
+    checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,), checkpoint)
-    return start_delta_foreach_batch(
-        spark, settings.bronze, QUERY_NAME, checkpoint, trigger or settings.trigger,
-        lambda batch, batch_id, app_id, stats: process_batch(batch, batch_id, settings, app_id, stats),
-        transform=to_driver,
-    )
+    chain = chain_for(settings.bronze)
+    box: list[Follower] = []
+
+    def apply(rows: pa.Table, batch_id: int) -> pa.Table:
+        follower = box[0]
+        return commit_parsed(rows, batch_id, settings, app_id_for(QUERY_NAME, checkpoint), follower.layer_stats)
+
+    follower = Follower(QUERY_NAME, settings.bronze, settings.silver, checkpoint, trigger or settings.trigger,
+                        lambda files: read_bronze_files(spark, settings, files), apply, chain)
+    box.append(follower)
+    with chain.lock:
+        chain.silver = follower
+    return follower.start()
 
 
 def latest_trades(spark: SparkSession, settings: Settings, n: int = 10) -> DataFrame:

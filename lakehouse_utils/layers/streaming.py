@@ -6,7 +6,6 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,9 +20,6 @@ from ..config import FlowConflict, table_exists
 from . import delta_io
 
 AVAILABLE_NOW = "available-now"
-# A Silver or Gold micro-batch is brought to the driver as Arrow: a catch-up is cut into batches of about
-# this much Parquet (a live batch is far smaller, so this never delays one).
-MAX_BYTES_PER_TRIGGER = "64m"
 
 
 # A data dir's tables are built either by the one-query pipeline (``lakehouse demo``, ``pipeline.py``) or by
@@ -42,7 +38,8 @@ def flow_of(settings: Any) -> str | None:
     """"pipeline" or "layers": the way the data dir's tables were built (``None`` for a new data dir)."""
     if (settings.checkpoint(PIPELINE_CHECKPOINT) / "offsets").is_dir():
         return "pipeline"
-    if any((settings.checkpoint(n) / "offsets").is_dir() for n in LAYER_CHECKPOINTS):
+    if any((settings.checkpoint(n) / "offsets").is_dir() or (settings.checkpoint(n) / "follower.json").exists()
+           for n in LAYER_CHECKPOINTS):
         return "layers"
     return None
 
@@ -190,9 +187,6 @@ def idempotent_dml(spark: SparkSession, app_id: str, batch_id: int):
         spark.conf.unset("spark.databricks.delta.write.txnVersion")
 
 
-BatchFn = Callable[[DataFrame, int, str, "LayerStats"], None]
-
-
 @contextmanager
 def scheduler_pool(spark: SparkSession, name: str):
     """Start a query inside this block and its jobs run in the FAIR scheduler pool ``name``.
@@ -208,41 +202,6 @@ def scheduler_pool(spark: SparkSession, name: str):
         yield
     finally:
         sc.setLocalProperty("spark.scheduler.pool", before)  # type: ignore[arg-type]
-
-
-def start_delta_foreach_batch(spark: SparkSession, source: str | Path, name: str, checkpoint: str | Path,
-                              trigger: str, process: BatchFn,
-                              transform: Callable[[DataFrame], DataFrame] | None = None) -> StreamingQuery:
-    """Stream a Delta table, through ``transform`` if given, into ``process(batch, batch_id, app_id, stats)``.
-
-    ``transform`` is applied to the stream, once: built inside ``process`` on every micro-batch, a
-    transformation of a few dozen expressions costs ~0.5 s of Python-to-JVM calls per batch here.
-
-    ``app_id`` is "<name>-<the checkpoint's query id>": stable across restarts of that checkpoint (so Delta's
-    idempotent writes recognize a replayed batch), new after a reset.  ``stats`` ends up on
-    ``query.layer_stats`` for the progress line.
-    """
-    repair_checkpoint(checkpoint)
-    app_id: list[str] = []
-    stats = LayerStats()
-
-    def run(batch: DataFrame, batch_id: int) -> None:
-        if not app_id:
-            app_id.append(app_id_for(name, checkpoint))
-        process(batch, batch_id, app_id[0], stats)
-
-    with scheduler_pool(spark, name):
-        stream = spark.readStream.format("delta").option("maxBytesPerTrigger", MAX_BYTES_PER_TRIGGER).load(str(source))
-        query = (
-            (transform(stream) if transform else stream)
-            .writeStream.queryName(name)
-            .foreachBatch(run)
-            .option("checkpointLocation", str(checkpoint))
-            .trigger(**trigger_kwargs(trigger))
-            .start()
-        )
-    query.layer_stats = stats
-    return query
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ This module reads the tables at those versions and puts the :class:`Report` toge
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import TIMEFRAMES, Settings, table_exists
+from ..layers.follow import processed_version
 from ..layers.streaming import LAYER_CHECKPOINTS
 from .reconcile import KEYS, LINEAGE, Finding, check_bronze, check_gold, check_silver, trade_id_gaps
 
@@ -115,24 +115,6 @@ def table_version(path: Path) -> int | None:
     from deltalake import DeltaTable
 
     return DeltaTable(str(path)).version() if table_exists(path) else None
-
-
-def processed_version(checkpoint: Path) -> int | None:
-    """The version of a Delta source table a streaming query has fully processed (its last committed batch).
-
-    A Delta source offset ``{"reservoirVersion": v, "index": -1}`` means "everything before version v".
-    """
-    commits, offsets = checkpoint / "commits", checkpoint / "offsets"
-    if not commits.is_dir():
-        return None
-    done = sorted((int(p.name) for p in commits.iterdir() if p.name.isdigit()), reverse=True)
-    for batch in done:
-        path = offsets / str(batch)
-        if path.exists():
-            offset = json.loads(path.read_text().strip().splitlines()[-1])
-            version, index = int(offset["reservoirVersion"]), int(offset.get("index", -1))
-            return version - 1 if index == -1 else version
-    return None
 
 
 # -- the whole check ---------------------------------------------------------------------------------

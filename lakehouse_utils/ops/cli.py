@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FlowConflict, Settings
+from ..engine.server import EngineError
 from ..kafka.kafka_conf import KafkaSecurityError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -110,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit 0 once the source is exhausted and every layer has caught up")
     end.add_argument("--duration", type=float, help="run for S seconds, then stop")
 
+    from . import engine_cli
+
+    engine_cli.add_parser(sub)
+
     p = sub.add_parser("check", help="reconcile Bronze with the topic, Silver/quarantine with Bronze, Gold with "
                                      "Silver; exit 1 naming each difference")
     _common(p)
@@ -142,6 +147,9 @@ def _job(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trigger", help="processing-time interval, e.g. '2 seconds' (default from settings)")
     p.add_argument("--available-now", action="store_true", help="process what is there, then exit")
     p.add_argument("--duration", type=float, help="stop after S seconds")
+    p.add_argument("--engine", action="store_true",
+                   help="run it in the shared engine (`lakehouse engine start`; started if need be) and follow it "
+                        "here: Ctrl-C stops it; a notebook's panel sees it and can stop it too")
 
 
 def _partitions(p: argparse.ArgumentParser) -> None:
@@ -160,12 +168,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**values)
 
 
-def _run_layer(args: argparse.Namespace, settings: Settings, start: Callable[..., Any], **kwargs: Any) -> int:
-    from ..engine.spark import get_spark
+def _run_layer(args: argparse.Namespace, settings: Settings, layer: str, **kwargs: Any) -> int:
+    from ..engine import LocalEngine, SharedEngine
     from ..layers.jobs import run_query
 
     trigger = "available-now" if args.available_now else (args.trigger or settings.trigger)
-    query = start(get_spark(settings), settings, trigger=trigger, checkpoint=args.checkpoint, **kwargs)
+    if args.engine:
+        engine: Any = SharedEngine.open(settings, say=lambda line: print(line, file=sys.stderr, flush=True))
+    else:
+        engine = LocalEngine(settings)
+    query = engine.start(layer, settings, trigger, checkpoint=args.checkpoint, **kwargs)
     return run_query(query, duration=args.duration)
 
 
@@ -178,32 +190,25 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("bronze")
 def _bronze(args: argparse.Namespace, settings: Settings) -> int:
-    from ..layers.bronze import start_bronze
-
-    return _run_layer(args, settings, start_bronze, fail_on_data_loss=not args.allow_data_loss)
+    return _run_layer(args, settings, "bronze", fail_on_data_loss=not args.allow_data_loss)
 
 
 @command("silver")
 def _silver(args: argparse.Namespace, settings: Settings) -> int:
-    from ..layers.silver import start_silver
-
-    return _run_layer(args, settings, start_silver)
+    return _run_layer(args, settings, "silver")
 
 
 @command("gold")
 def _gold(args: argparse.Namespace, settings: Settings) -> int:
-    from ..layers.gold import start_gold
-
-    return _run_layer(args, settings, start_gold)
+    return _run_layer(args, settings, "gold")
 
 
 @command("pipeline")
 def _pipeline(args: argparse.Namespace, settings: Settings) -> int:
     from ..kafka.producer import ensure_topics
-    from ..layers.pipeline import start_pipeline
 
     ensure_topics(settings)  # created with --partitions before the query reads it (as the demo does)
-    return _run_layer(args, settings, start_pipeline, fail_on_data_loss=not args.allow_data_loss)
+    return _run_layer(args, settings, "pipeline", fail_on_data_loss=not args.allow_data_loss)
 
 
 @command("demo")
@@ -223,6 +228,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if result.report:
         print(f"report: {result.report}")
     return 0 if (result.drained or not args.until_drained) else 1
+
+
+@command("engine")
+def _engine(args: argparse.Namespace, settings: Settings) -> int:
+    from . import engine_cli
+
+    return engine_cli.run(args, settings)
 
 
 @command("check")
@@ -372,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (KafkaSecurityError, FlowConflict) as exc:  # a refused login, or tables of the other flow: a line
+    except (KafkaSecurityError, FlowConflict, EngineError) as exc:  # bad login, other flow, no engine: a line
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -147,11 +147,11 @@ def send_trades(settings: Settings, synthetic_trades: int, say: Callable[[str], 
 
 
 def commits(settings: Settings, job: str) -> int:
-    """Batches a layer's query committed (files in its checkpoint's ``commits/``)."""
+    """Batches a layer committed (Bronze's Spark checkpoint, or a follower's state)."""
+    from ..layers.follow import batches_committed
     from ..layers.streaming import LAYER_CHECKPOINTS
 
-    folder = settings.checkpoint(LAYER_CHECKPOINTS[JOBS.index(job)]) / "commits"
-    return sum(1 for p in folder.glob("[0-9]*")) if folder.is_dir() else 0
+    return batches_committed(settings.checkpoint(LAYER_CHECKPOINTS[JOBS.index(job)]))
 
 
 def submit_job(settings: Settings, cluster: LocalCluster, job: str, *, on_commit: OnCommit | None = None,

@@ -98,6 +98,7 @@ def bounded(data_dir: str | Path, bootstrap: str | None = None, topic: str | Non
     With no ``bootstrap``, an embedded broker on a free port under ``data_dir/kafka`` serves the run and stops
     on exit (the one of ``make demo`` on port 19092 is left alone).
     """
+    from ..engine.server import EngineServer
     from ..kafka.broker import LocalKafka
     from ..procs import free_port_pair
 
@@ -111,6 +112,7 @@ def bounded(data_dir: str | Path, bootstrap: str | None = None, topic: str | Non
     try:
         yield bounded_env(data_dir, bootstrap, topic or f"nbval.{uuid.uuid4().hex[:8]}", run_seconds)
     finally:
+        EngineServer(data_dir / "engine", data_dir).stop()  # the shared engine the notebooks started, if any
         if broker is not None:
             broker.stop()
 
@@ -183,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", default=None, help="default: the embedded broker under --data-dir")
     ap.add_argument("--run-seconds", type=int, default=None, help="bound of each run (default 300, nbval 240)")
     ap.add_argument("--only", nargs="*")
-    ap.add_argument("--stop-broker", action="store_true", help="stop the embedded broker afterwards")
+    ap.add_argument("--stop-broker", action="store_true",
+                    help="stop the embedded broker and the shared engine afterwards")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--nbval", action="store_true",
                       help="run the notebooks as stored under nbval on a new <data-dir>/nbval and a new topic")
@@ -204,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         run_notebooks(args.data_dir, args.out or Path(args.data_dir) / "executed", args.bootstrap,
                       args.run_seconds or 300, args.only)
     finally:
-        if args.stop_broker and args.bootstrap is None:
+        if args.stop_broker:  # and the shared engine the notebooks started (make notebooks ends with nothing running)
+            from ..engine.server import EngineServer
             from ..kafka.broker import LocalKafka
 
-            LocalKafka(Path(args.data_dir) / "kafka").stop()
+            EngineServer(Path(args.data_dir) / "engine", args.data_dir).stop()
+            if args.bootstrap is None:
+                LocalKafka(Path(args.data_dir) / "kafka").stop()
     return 0
 
 

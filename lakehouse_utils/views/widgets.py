@@ -186,7 +186,9 @@ class ProducerPanel(Panel):
 
 
 class QueryPanel(Panel):
-    """Start / Stop one Spark streaming query; ``start(trigger)`` must return the StreamingQuery."""
+    """Start / Stop one Spark streaming query; ``start(trigger)`` must return the StreamingQuery (or the shared
+    engine's :class:`~lakehouse_utils.engine.RemoteQuery`).  ``attach()``, if given, returns the query that already
+    runs (started by another kernel, or before this kernel restarted): the panel then shows and stops that one."""
 
     def __init__(
         self,
@@ -194,6 +196,7 @@ class QueryPanel(Panel):
         start: Callable[[str], Any],
         default_trigger: str = "1 second",
         refresh: float = 1.0,
+        attach: Callable[[], Any] | None = None,
     ) -> None:
         self.name = name
         self._start_query = start
@@ -212,6 +215,19 @@ class QueryPanel(Panel):
         self.stop_b.on_click(lambda _: self._safely(self.stop))
         self.widget = W.VBox([W.HBox([self.title_w, self.trigger_w, self.start_b, self.stop_b]),
                               self.status_w, self.error_w])
+        running = attach() if attach is not None else None
+        if running is not None and running.isActive:
+            self.query = running
+            self._set_running(True)
+            self._refresher = Loop(self._tick, self.refresh, f"query-panel-{self.name}")
+
+    @classmethod
+    def for_layer(cls, engine: Any, layer: str, settings: Settings, default_trigger: str = "1 second",
+                  **kwargs: Any) -> QueryPanel:
+        """The panel of ``layer``'s query in ``engine`` (``engine.open_engine``: the shared one or this kernel's):
+        Start runs it there; if it already runs there, the panel picks it up."""
+        return cls(layer, lambda trigger: engine.start(layer, settings, trigger), default_trigger,
+                   attach=lambda: engine.find(layer, settings), **kwargs)
 
     def start(self) -> Any:
         """Start the query with the trigger in the form (a running one is kept)."""
