@@ -8,11 +8,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import Row
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from lakehouse_utils.config import Settings
+from lakehouse_utils.layers import bronze as bronze_layer
 from lakehouse_utils.layers import delta_io, gold, silver
 from lakehouse_utils.layers.bronze import BRONZE_SCHEMA
 from lakehouse_utils.layers.gold_tables import LATE_SCHEMA, late_path
@@ -90,6 +93,54 @@ def test_an_older_silver_gets_the_column_and_its_streams_go_on(spark, tmp_path: 
     assert query.exception() is None
     bars = DeltaTable(str(settings.bars_table("1m"))).to_pandas()
     assert sorted(zip(bars["exchange"], bars["trades"], strict=True)) == [("coinbase", 1), ("kraken", 2)]
+
+
+def test_an_older_silver_gets_the_column_under_the_followers(spark, tmp_path: Path) -> None:
+    """The same migration with Silver and Gold as followers: Silver's follower adds the column when it starts and
+    writes it with delta-rs; Gold's reads Silver's files from before and after the change alike."""
+    settings = Settings(data_dir=tmp_path / "data", spark_ui=False)
+    bronze_layer.ensure_bronze(spark, settings)
+    ensure_table(spark, settings.silver, OLD_SILVER, ["event_date"])
+    ensure_table(spark, settings.quarantine, silver.QUARANTINE_SCHEMA, ["ingest_date"])
+    ensure_table(spark, late_path(settings), OLD_LATE, ["event_date"])
+    old = bronze(spark, [message(i, None, "kraken") for i in (1, 2)])
+    bronze_layer.write_batch(settings, old.toArrow(), "bronze-x", 0)
+    silver.process_batch(silver.to_driver(old), 0, settings, "older-release")  # Silver as an older release wrote it
+    bronze_layer.write_batch(settings, bronze(spark, [message(3, "BTC-USD"), message(2, None, "kraken")],
+                                              start=2).toArrow(), "bronze-x", 1)
+
+    s = silver.start_silver(spark, settings, trigger="available-now")  # from Bronze's first version
+    assert s.awaitTermination(120) and s.exception() is None
+    assert DeltaTable(str(settings.silver)).schema().fields[-1].name == "venue_symbol"
+    rows = sorted((r["trade_id"], r["venue_symbol"]) for r in DeltaTable(str(settings.silver)).to_pyarrow_table(
+        columns=["trade_id", "venue_symbol"]).to_pylist())
+    assert rows == [("1", None), ("2", None), ("3", "BTC-USD")]  # the old trades once, the new one with its name
+
+    g = gold.start_gold(spark, settings, trigger="available-now")
+    assert g.awaitTermination(120) and g.exception() is None
+    bars = DeltaTable(str(settings.bars_table("1m"))).to_pandas()
+    assert sorted(zip(bars["exchange"], bars["trades"], strict=True)) == [("coinbase", 1), ("kraken", 2)]
+    assert DeltaTable(str(late_path(settings))).schema().fields[-1].name == "venue_symbol"
+
+
+def test_gold_reads_silver_files_with_and_without_the_column(tmp_path: Path) -> None:
+    """Gold's reader takes Silver's schema, not the first file's: an older file reads NULL in venue_symbol."""
+    settings = Settings(data_dir=tmp_path / "data", spark_ui=False)
+    day = settings.silver / "event_date=2019-07-01"
+    day.mkdir(parents=True)
+    schema = to_arrow_schema(silver.SILVER_SCHEMA, timezone="UTC")
+    row = {"exchange": "kraken", "symbol": "BTC/USD", "trade_id": "1", "price": 1.0, "qty": 1.0, "side": "buy",
+           "ord_type": None, "event_time": T0, "ingest_time": T0, "topic": "t", "partition": 0, "offset": 0,
+           "venue_symbol": "XBT/USD"}
+    in_file = schema.remove(schema.get_field_index("event_date"))  # a partition column: in the path only
+    pq.write_table(pa.Table.from_pylist([row], in_file).drop_columns(["venue_symbol"]), day / "old.parquet")
+    pq.write_table(pa.Table.from_pylist([{**row, "trade_id": "2", "offset": 1}], in_file), day / "new.parquet")
+    for order in (["old", "new"], ["new", "old"]):
+        got = gold.read_silver_files(settings, [(day / f"{name}.parquet", {}, 0) for name in order])
+        assert got.schema == schema
+        assert sorted(zip(got["trade_id"].to_pylist(), got["venue_symbol"].to_pylist(), strict=True)) == [
+            ("1", None), ("2", "XBT/USD")]
+        assert set(got["event_date"].to_pylist()) == {T0.date()}
 
 
 def test_delta_io_adds_only_missing_columns(tmp_path: Path) -> None:

@@ -110,11 +110,15 @@ def process_batch(batch: DataFrame, batch_id: int, settings: Settings, app_id: s
 
 def read_silver_files(settings: Settings, files: list[tuple[Path, Any, int]]) -> pa.Table:
     """Silver's files (those some versions added) as Arrow with Silver's columns: no Spark job (Gold's fold is
-    Arrow on the driver)."""
+    Arrow on the driver).
+
+    Read with Silver's schema, not the first file's: a file written before a column was added (``venue_symbol``,
+    in a Silver made before it) reads NULL there, whichever file comes first."""
+    schema = to_arrow_schema(SILVER_SCHEMA, timezone="UTC")
     if not files:
-        return pa.Table.from_pylist([], to_arrow_schema(SILVER_SCHEMA, timezone="UTC"))
+        return pa.Table.from_pylist([], schema)
     partitioning = ds.partitioning(pa.schema([("event_date", pa.date32())]), flavor="hive")
-    dataset = ds.dataset([str(p) for p, _, _ in files], format="parquet", partitioning=partitioning,
+    dataset = ds.dataset([str(p) for p, _, _ in files], schema=schema, format="parquet", partitioning=partitioning,
                          partition_base_dir=str(settings.silver))
     return dataset.to_table(columns=SILVER_SCHEMA.fieldNames())
 
