@@ -39,6 +39,8 @@ def _in_repo_data(path: object) -> bool:
 
 def _audit(event: str, args: tuple) -> None:
     if _touched is not None and event in _PATH_EVENTS and args and _in_repo_data(args[0]):
+        if event == "os.mkdir" and Path(os.fsdecode(args[0])).absolute() == REPO_DATA:
+            return  # data/ itself made as the artifacts' parent (a fresh clone has none): empty, nothing read
         _touched.append(f"{event} {args[0]}")
 
 

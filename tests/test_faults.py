@@ -299,7 +299,8 @@ def test_broker_stopped_while_the_producer_runs_blocks_it_and_loses_nothing(brok
     assert end_offsets(fsettings, fsettings.topic) == {0: n}
     sent = made_trades(n)
     got = [(k.decode(), json.loads(v)["trade_id"]) for k, v, _ in read_raw(fsettings.bootstrap, fsettings.topic)]
-    assert got == list(zip(sent["symbol"], sent["trade_id"], strict=True))
+    assert got == [(f"synthetic|{symbol}", trade_id)  # keyed exchange|symbol
+                   for symbol, trade_id in zip(sent["symbol"], sent["trade_id"], strict=True)]
 
 
 def test_silver_stopped_and_started_from_its_panel_mid_run_loses_and_doubles_nothing(
