@@ -24,7 +24,7 @@ BIND_HOST ?= $(or $(LAKEHOUSE_BIND_HOST),127.0.0.1)
 LAB_PORT ?= 8888
 DASHBOARD_PORT ?= 8866
 
-.PHONY: setup test unit lint lab demo cluster-demo notebooks nbval bench e2e dashboard clean reset jars
+.PHONY: setup test bench-smoke unit lint lab demo cluster-demo notebooks nbval bench e2e dashboard clean reset jars
 
 setup: $(STAMP) $(JARS)
 
@@ -44,10 +44,13 @@ $(JARS) &: $(STAMP) lakehouse_utils/jars.py
 jars: setup
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+
+bench-smoke: setup  # make bench run whole with short feeds (every measurement, in order): tests/test_bench.py
+	$(PY) -m pytest -m bench $(PYTEST_ARGS)
 
 unit: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check lakehouse_utils tests

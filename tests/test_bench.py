@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from lakehouse_utils.bench.latency import latencies
+from lakehouse_utils.bench.pixels import pixel_latencies
 from lakehouse_utils.bench.suite import MEASUREMENTS, QUICK_WITHOUT, TARGETS, table
 
 
@@ -26,8 +27,25 @@ def test_latency_per_trade_from_counts_seen_by_the_reader() -> None:
     assert latencies(arrivals, polls, since=101.5).summary()["seen"] == 1  # only A3 left after the warm-up
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
+def test_trade_on_screen_when_its_candle_shows_its_rank() -> None:
+    """The pixel sampler's arithmetic: a trade is on screen once its candle holds at least its rank among the
+    candle's trades (offset order); trades of other symbols, and candles never drawn, do not count."""
+    arrivals = pd.DataFrame({
+        "symbol": ["BTC/USD"] * 4 + ["ETH/USD"], "trade_id": ["1", "2", "3", "4", "9"], "partition": 0,
+        "offset": [0, 1, 2, 3, 4], "append_s": [100.0, 100.4, 100.8, 101.0, 101.1],
+        "event_time": ["2026-01-01T00:00:10.5Z", "2026-01-01T00:00:59Z", "2026-01-01T00:01:00Z",
+                       "2026-01-01T00:02:00Z", "2026-01-01T00:00:30Z"]})
+    samples = [{"t": 99.0, "bars": {}},
+               {"t": 101.0, "bars": {"2026-01-01T00:00:00": 1}},
+               {"t": 102.0, "bars": {"2026-01-01T00:00:00": 2, "2026-01-01T00:01:00": 1}}]
+    r = pixel_latencies(arrivals, samples, "BTC/USD")
+    assert sorted(round(x, 2) for x in r.seconds) == [1.0, 1.2, 1.6]  # #1 at 101, #2 and #3 at 102
+    assert (r.trades, r.unseen) == (4, 1)  # #4's candle never drawn
+    assert pixel_latencies(arrivals, samples, "BTC/USD", since=100.5).summary()["seen"] == 1
+
+
+@pytest.mark.bench  # not in make test (its 20 minutes): make bench-smoke, which CI runs after make test
+@pytest.mark.timeout(2700)
 def test_bench_quick_runs_every_measurement_in_make_bench_order(tmp_path: Path) -> None:
     """``make bench`` as a whole (``--quick`` sizes): every measurement, in its order, on one broker; what one
     leaves behind must not break the next (the partitions catch-up once resumed the catchup measurement's Bronze
@@ -37,7 +55,7 @@ def test_bench_quick_runs_every_measurement_in_make_bench_order(tmp_path: Path) 
     stale.mkdir(parents=True)  # a leftover of an earlier run: each measurement starts from a new data dir
     (stale / "metadata").write_text('{"id":"0"}\n')
     proc = subprocess.run([sys.executable, "-m", "lakehouse_utils.bench", "--data-dir", str(out), "--quick"],
-                          capture_output=True, text=True, timeout=1500)
+                          capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "latest.json").read_text())
     assert list(report["seconds"]) == list(MEASUREMENTS)  # all of them, in make bench's order
@@ -53,3 +71,5 @@ def test_bench_quick_runs_every_measurement_in_make_bench_order(tmp_path: Path) 
     assert not (out / "runs" / "partitions" / "catchup-layers" / "checkpoints" / "kafka_to_bronze_trades"
                 / "metadata").read_text().startswith('{"id":"0"}')
     assert "e2e_latency_p50_s" in table(results) and "e2e_latency_p50_s" in proc.stdout
+    pixels = report["details"]["pixels"]  # the chart in Chromium showed the trades of its symbol
+    assert pixels["symbol"] == "BTC/USD" and pixels["latency"]["seen"] > 20 and pixels["samples"] > 5

@@ -8,26 +8,24 @@ the candles the Plotly chart holds; Gold is read apart (``deltalake``) to know t
 from __future__ import annotations
 
 import re
-import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from lakehouse_utils.engine import EngineServer
 from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.procs import free_port_pair
 
 from .browser import (
     ARTIFACTS,
     REPO,
-    VENV_BIN,
-    Server,
-    allow_root,
+    Lab,
     browser_page,
     chart_candles,
     gold_bars,
+    jupyter_lab,
     keep_artifacts,
     shown_bars,
     wait_until,
@@ -36,51 +34,6 @@ from .browser import (
 pytestmark = pytest.mark.slow
 
 SPARK_START_S = 240  # a kernel's first cell starts a Spark JVM: slow while two others run beside it
-
-
-class Lab:
-    """The JupyterLab page: open a notebook from the file browser, Run All, find things in the active one."""
-
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        self.board: Any = None  # the Voila dashboard's page, once opened
-        self.last_chart: Any = None  # what 05's chart held when last read (for a failure's message)
-
-    @property
-    def notebook(self) -> Any:
-        """The notebook of the current main-area tab (inactive tabs may stay "visible" to Playwright)."""
-        tab = self.page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current").first
-        return self.page.locator(f"#{tab.get_attribute('data-id')}")
-
-    def open(self, name: str) -> Any:
-        self.page.locator(".jp-DirListing-item", has_text=name).dblclick()
-        self.page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name).wait_for(timeout=60_000)
-        self.wait_idle()
-        return self.notebook
-
-    def wait_idle(self, timeout: float = 120_000) -> None:
-        self.page.locator("#jp-main-statusbar", has_text="Idle").wait_for(timeout=timeout)
-
-    def run_all(self) -> None:
-        self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        self.page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-
-    def switch_to(self, name: str) -> Any:
-        self.page.locator(".lm-TabBar-tab", has_text=name).first.click()
-        return self.notebook
-
-    def button(self, text: str, within: Any = None) -> Any:
-        return (within or self.notebook).locator("button.jupyter-button", has_text=text).first
-
-    def status_lines(self) -> list[str]:
-        return self.notebook.locator(".widget-html-content pre").all_inner_texts()
-
-    def status(self, prefix: str) -> str:
-        return next((t for t in self.status_lines() if t.startswith(prefix)), "")
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / name))
 
 
 PLOTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(g => ({
@@ -94,22 +47,6 @@ def _batch(line: str) -> int:
     return int(parts[1].split()[0]) if len(parts) > 1 and parts[1].split()[0].isdigit() else -1
 
 
-def _jupyter_lab(tmp_path: Path, root: Path, env: dict[str, str]) -> tuple[Server, str]:
-    """``jupyter lab`` over ``root`` on 127.0.0.1 with a new token (not started yet: wait_ready does)."""
-    token = secrets.token_hex(16)
-    lab_port = free_port_pair()
-    env = {**env, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
-    # no "official Jupyter news?" toast over the panels
-    news = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    news.parent.mkdir(parents=True)
-    news.write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    server = Server([str(VENV_BIN / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={lab_port}",
-                     f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", *allow_root()],
-                    f"http://127.0.0.1:{lab_port}", tmp_path / "logs" / "jupyterlab.log", env, root)
-    return server, token
-
-
 def test_notebooks_01_to_05_clicked_in_jupyterlab(tmp_path: Path) -> None:
     work = tmp_path / "work"
     shutil.copytree(REPO / "notebooks", work / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
@@ -118,13 +55,13 @@ def test_notebooks_01_to_05_clicked_in_jupyterlab(tmp_path: Path) -> None:
     broker = LocalKafka(data / "kafka", port)  # where 01 starts it: 01 finds it running and reuses it
     broker.start()
     env = {"LAKEHOUSE_BOOTSTRAP": broker.bootstrap, "LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_SPARK_UI": "false"}
-    server, token = _jupyter_lab(tmp_path, work / "notebooks", env)
+    server, token = jupyter_lab(tmp_path, work / "notebooks", env)
     logs = server.log.parent
     console = logs / "jupyterlab-console.log"
     try:
         server.wait_ready(f"/api/status?token={token}")
         with browser_page(1500, 1100) as page:
-            lab = Lab(page)
+            lab = Lab(page, ARTIFACTS)
             try:
                 _click_through(lab, server.url, token, data)
             except BaseException:
@@ -137,8 +74,9 @@ def test_notebooks_01_to_05_clicked_in_jupyterlab(tmp_path: Path) -> None:
                 console.write_text("\n".join(page.console + [f"last chart read: {lab.last_chart}"]))
     finally:
         server.stop()
+        EngineServer(data / "engine", data).stop()  # the shared engine 02 started
         broker.stop()
-        keep_artifacts(server.log, console)
+        keep_artifacts(server.log, console, data / "engine" / "engine.log")
 
 
 def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
@@ -160,8 +98,8 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
     assert "BTC/USD" in running
     lab.shot("jupyterlab-01-producer.png")
 
-    # 02, 03, 04: Run All in each (their kernels start Spark side by side, as a user opening them one after
-    # the other sees), then Start each query once its panel is up; its status line shows its batches
+    # 02, 03, 04: Run All in each (02 starts the shared engine, 03 and 04 find it running: no kernel holds a JVM),
+    # then Start each query once its panel is up; its status line shows its batches
     layers = (("02_bronze.ipynb", "bronze"), ("03_silver.ipynb", "silver"), ("04_gold.ipynb", "gold"))
     for nb, _ in layers:
         lab.open(nb)
@@ -205,7 +143,7 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
     time.sleep(1)
     frozen, gold_then = chart_candles(page, lab.notebook), len(gold_bars(data, "BTC/USD"))
     wait_until(lambda: len(gold_bars(data, "BTC/USD")) >= gold_then + 2, 120, "Gold growing while paused")
-    time.sleep(6)  # more than one refresh interval (5 s)
+    time.sleep(3)  # several looks at Gold (every 0.5 s)
     now = chart_candles(page, lab.notebook)
     assert (now["bars"], now["title"]) == (frozen["bars"], frozen["title"])
     assert "| paused" in lab.status("BTC/USD 1m:")
@@ -285,14 +223,14 @@ def test_live_chart_follows_gold_when_the_page_drops_its_updates(tmp_path: Path)
     table = charts.table_path(Settings(data_dir=data), "1m")
     bars = synthetic_bars(20, forming=2)
     # a chart no view drew for 8 s is sent again (20 s by default): the same path, less waiting
-    server, token = _jupyter_lab(tmp_path, work / "notebooks", {"LAKEHOUSE_DATA_DIR": str(data),
+    server, token = jupyter_lab(tmp_path, work / "notebooks", {"LAKEHOUSE_DATA_DIR": str(data),
                                                                  "LAKEHOUSE_CHART_STALE_AFTER_S": "8"})
     console = tmp_path / "logs" / "dropped-updates-console.log"
     try:
         server.wait_ready(f"/api/status?token={token}")
         with browser_page(1300, 900) as page:
             page.add_init_script(_MODELS_FAIL_TO_INITIALISE)
-            lab = Lab(page)
+            lab = Lab(page, ARTIFACTS)
             try:
                 page.goto(f"{server.url}/lab/tree/05_live_candles.ipynb?token={token}")
                 page.locator(".lm-TabBar-tab.lm-mod-current", has_text="05_live").wait_for(timeout=120_000)

@@ -242,6 +242,17 @@ def test_live_candles_pick_up_bars_written_after_start(tmp_path: Path) -> None:
         assert live.n_refreshes == n and len(live.shown_bars()) == 40  # paused: unchanged
         live.resume()
         assert live.wait_for(lambda lc: len(lc.shown_bars()) == 43, timeout=60), live.status_text()
+
+        # Gold unchanged: the chart keeps looking at its version and reads nothing
+        refreshes, checks = live.n_refreshes, live.n_checks
+        assert live.wait_for(lambda lc: lc.n_checks >= checks + 5, timeout=30), live.status_text()
+        assert live.n_refreshes == refreshes
+        # each candle carries its trades: in the hover, and in customdata (what the bench's pixel sampler reads)
+        final = next(t for t in live.figure.data if t.name == charts.FINAL)
+        gold = live.bars[live.bars["is_final"].astype(bool)].sort_values("bar_start")
+        assert list(final.customdata) == gold["trades"].tolist() and len(gold) == 38
+        assert list(final.text) == [f"{n:,} trades · VWAP {v:,.6g}" for n, v in zip(gold["trades"], gold["vwap"],
+                                                                                    strict=True)]
     finally:
         live.close()
     assert not live.running

@@ -100,14 +100,14 @@ class GoldPoller:
 
 
 def kafka_arrivals(bootstrap: str, topic: str, timeout: float = 10.0) -> pd.DataFrame:
-    """One row per distinct trade of ``topic``: symbol, trade_id, partition, offset, append time (s)."""
+    """One row per distinct trade of ``topic``: symbol, trade_id, partition, offset, append time (s), event time."""
     from confluent_kafka import Consumer, TopicPartition
 
     from ..kafka.kafka_conf import make_client, metadata
 
     consumer, errors = make_client(Consumer, bootstrap, **{"group.id": f"bench-{os.getpid()}",
                                                            "enable.auto.commit": False, "enable.partition.eof": True})
-    rows: list[tuple[str, str, int, int, float]] = []
+    rows: list[tuple[str, str, int, int, float, str]] = []
     try:
         meta = metadata(consumer, errors, bootstrap, timeout, topic).topics[topic]
         parts = sorted(meta.partitions)
@@ -122,14 +122,14 @@ def kafka_arrivals(bootstrap: str, topic: str, timeout: float = 10.0) -> pd.Data
                 try:
                     value = json.loads(msg.value())
                     rows.append((str(value["symbol"]).upper(), str(value["trade_id"]), msg.partition(),
-                                 msg.offset(), msg.timestamp()[1] / 1000.0))
+                                 msg.offset(), msg.timestamp()[1] / 1000.0, str(value.get("event_time"))))
                 except (ValueError, KeyError, TypeError):
                     pass  # junk: quarantined by Silver, never in Gold
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     todo.discard(msg.partition())
     finally:
         consumer.close()
-    df = pd.DataFrame(rows, columns=["symbol", "trade_id", "partition", "offset", "append_s"])
+    df = pd.DataFrame(rows, columns=["symbol", "trade_id", "partition", "offset", "append_s", "event_time"])
     return df.sort_values(["partition", "offset"]).drop_duplicates(["symbol", "trade_id"]).reset_index(drop=True)
 
 

@@ -30,6 +30,8 @@ class RemoteQueryError(Exception):
 class RemoteQuery:
     """A query running in the shared engine, as a kernel sees it (refreshed at most every ``max_age`` s)."""
 
+    stops_between_batches = True  # the engine stops it so (QueryHost.stop)
+
     def __init__(self, server: EngineServer, snap: dict[str, Any], max_age: float = 0.25) -> None:
         self._server, self._snap, self._max_age = server, snap, max_age
         self._at = time.monotonic()

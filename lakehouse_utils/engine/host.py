@@ -34,7 +34,7 @@ from ..config import Settings
 from ..layers import bronze, gold, pipeline, silver
 from ..layers.follow import chain_for
 from ..layers.jobs import explain_error, is_transient
-from ..layers.streaming import AVAILABLE_NOW, join_helpers
+from ..layers.streaming import AVAILABLE_NOW, join_helpers, stop_between_batches
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ class QueryHost:
             return None
         query = hosted.query
         if query is not None:
-            if query.isActive:
-                query.stop()
-            join_helpers(query)
+            stop_between_batches(query)
         with self._lock:
             self._save()
         return hosted

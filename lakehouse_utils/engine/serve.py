@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connect-port", type=int, required=True, help="Spark Connect's port")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # a line per callback from the JVM: noise in engine.log
     folder = Path(args.dir)
     token = (folder / "token").read_text().strip()
     settings = Settings.from_env(data_dir=args.data_dir)

@@ -125,6 +125,8 @@ class Follower:
     returns what the next layer takes (Silver: its new trades) or ``None``.
     """
 
+    stops_between_batches = True  # stop() lets a batch running end first (streaming.stop_between_batches)
+
     def __init__(self, name: str, source: Path, output: Path, checkpoint: Path, trigger: str,
                  read: Callable[[list[tuple[Path, dict[str, str | None], int]]], pa.Table],
                  apply: Callable[[pa.Table, int], pa.Table | None], chain: Chain | None = None) -> None:

@@ -13,7 +13,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 
 from ..progress import ProgressLine
-from .streaming import join_helpers, progress_of
+from .streaming import join_helpers, progress_of, stop_between_batches
 
 
 def run_query(query: StreamingQuery, duration: float | None = None, progress: ProgressLine | None = None) -> int:
@@ -32,9 +32,7 @@ def run_query(query: StreamingQuery, duration: float | None = None, progress: Pr
     except KeyboardInterrupt:
         progress.done("stopping (Ctrl-C) ...")
     finally:
-        if query.isActive:
-            query.stop()
-        join_helpers(query)
+        stop_between_batches(query)
     error = query.exception()
     clear = explain_error(query.name, str(error)) if error else None
     progress.done(f"{query.name}: stopped" + (f" with error: {clear or error}" if error else ""))

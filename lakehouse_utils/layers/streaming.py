@@ -268,6 +268,32 @@ def progress_of(query: StreamingQuery | None, name: str = "") -> Progress:
     )
 
 
+def stop_between_batches(query: Any, timeout: float = 10.0) -> None:
+    """Stop ``query`` once the batch it is running (if any) has ended, then wait for its helpers.
+
+    ``StreamingQuery.stop()`` interrupts a batch in progress.  Inside a Python ``foreachBatch`` that comes back as a
+    Py4J error, and Spark decides whether it was an interruption by matching its message with the regex
+    ``An error occurred while calling((.|\\r\\n|\\r|\\n)*)(...)`` (``StreamExecution``), which recurses once per
+    character: on a long message the stream thread died of a ``StackOverflowError`` instead of stopping (seen at
+    the end of ``lakehouse demo --duration``).  Between batches there is nothing to interrupt.
+
+    A query that stops so by itself (a follower, a query of the engine: ``stops_between_batches``) is just stopped.
+    A Spark query catching up runs its batches back to back: after ``timeout`` it is stopped as it is.
+    """
+    deadline = time.monotonic() + (0.0 if getattr(query, "stops_between_batches", False) else timeout)
+    while query.isActive and time.monotonic() < deadline:
+        try:
+            busy = bool(query.status.get("isTriggerActive"))
+        except Exception:  # the query ended meanwhile
+            break
+        if not busy:
+            break
+        time.sleep(0.05)
+    if query.isActive:
+        query.stop()
+    join_helpers(query)
+
+
 def join_helpers(query: StreamingQuery, timeout: float = 10.0) -> None:
     """Wait for the threads a layer runs beside ``query`` (``query.helpers``: Gold's idle finalizer) to leave.
 

@@ -25,7 +25,7 @@ from ..config import TIMEFRAMES, Settings, table_exists
 from ..kafka.broker import LocalKafka
 from ..kafka.topics import end_offsets
 from ..layers.jobs import Supervisor
-from ..layers.streaming import flow_of, join_helpers, parse_delay, progress_of
+from ..layers.streaming import flow_of, parse_delay, progress_of, stop_between_batches
 from ..progress import ProgressLine
 
 
@@ -176,9 +176,7 @@ def run_demo(
         if producer is not None and producer.running:
             producer.stop()
         for q in queries.values():
-            if q.isActive:
-                q.stop()
-            join_helpers(q)
+            stop_between_batches(q)
         if kafka is not None:
             offsets = end_offsets(settings, settings.topic)
             kafka.stop()

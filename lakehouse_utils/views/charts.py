@@ -167,7 +167,11 @@ def trace_data(bars: pd.DataFrame, alerts: pd.DataFrame | None = None) -> dict[s
     final_mask = bars["is_final"].fillna(False).astype(bool)
     out: dict[str, dict[str, Any]] = {}
     for name, part in ((FINAL, bars[final_mask]), (FORMING, bars[~final_mask])):
-        out[name] = {"x": _x(part["bar_start"]), **{k: part[k].tolist() for k in ("open", "high", "low", "close")}}
+        out[name] = {"x": _x(part["bar_start"]), **{k: part[k].tolist() for k in ("open", "high", "low", "close")},
+                     # in the hover; the bench reads the trades a candle holds from customdata (trade -> pixel)
+                     "customdata": part["trades"].tolist(),
+                     "text": [f"{n:,} trades · VWAP {v:,.6g}" for n, v in zip(part["trades"], part["vwap"],
+                                                                               strict=True)]}
     out[VWAP] = {"x": _x(bars["bar_start"]), "y": bars["vwap"].tolist()}
     up = (bars["close"] >= bars["open"]).tolist()
     colors = [(UP if u else DOWN) if f else (FORMING_UP if u else FORMING_DOWN)

@@ -1,8 +1,9 @@
 """The live candle chart and the pipeline status panel (ipywidgets; Gold read with ``deltalake`` only).
 
 :class:`LiveCandles` is a Plotly figure built once by :func:`charts.candles_figure` (a
-:class:`~lakehouse_utils.views.live_figure.LiveFigure` widget) and refreshed every ``refresh`` seconds by a daemon
-thread: read the newest bars, compute the signals and the alerts (:mod:`analytics`), refill the traces with
+:class:`~lakehouse_utils.views.live_figure.LiveFigure` widget) that a daemon thread keeps up with Gold: every
+``refresh`` seconds (0.5 by default) it looks at the Gold table's version (a file probe, no read), and only when
+it changed it reads the newest bars, computes the signals and the alerts (:mod:`analytics`), refills the traces with
 :func:`charts.update_figure`, which sends the whole figure (the browser keeps zoom and pan); a chart widget
 the browser stopped drawing is replaced by a new one.  Controls: symbol, timeframe, window (bars shown),
 refresh interval, pause / resume, and the alert thresholds.  No Spark: it works in a kernel of its own while the
@@ -40,15 +41,15 @@ class LiveCandles(Panel):
     """A live candlestick chart of one symbol's Gold bars with alert markers.
 
     ``refresh_once()`` does one refresh (returns the number of bars shown); the background thread calls it
-    every ``refresh`` seconds unless paused.  ``publish_alerts=True`` also stores/produces new alerts of
-    final bars with :func:`analytics.write_alerts` on every refresh (off by default: a chart should not
-    write unless asked).  ``signal_window`` is the rolling window of the z-scores and the volatility; the
-    refresh reads that many extra bars before the ones shown so the signals of the first bars shown are
-    the same as with the full history.
+    when Gold's version (looked at every ``refresh`` seconds) or a control changed, unless paused.
+    ``publish_alerts=True`` also stores/produces new alerts of final bars with :func:`analytics.write_alerts` on
+    every refresh (off by default: a chart should not write unless asked).  ``signal_window`` is the rolling
+    window of the z-scores and the volatility; the refresh reads that many extra bars before the ones shown so
+    the signals of the first bars shown are the same as with the full history.
     """
 
     def __init__(self, settings: Settings, symbol: str | None = None, timeframe: str = "1m", window: int = 120,
-                 refresh: float = 5.0, *, z_threshold: float = 3.0, move_pct: float = 1.0, signal_window: int = 20,
+                 refresh: float = 0.5, *, z_threshold: float = 3.0, move_pct: float = 1.0, signal_window: int = 20,
                  publish_alerts: bool = False, autostart: bool = True, height: int = 620) -> None:
         if timeframe not in charts.TIMEFRAMES:
             raise ValueError(f"timeframe {timeframe!r}: expected one of {', '.join(charts.TIMEFRAMES)}")
@@ -61,6 +62,8 @@ class LiveCandles(Panel):
         self.last_refreshed_at: datetime | None = None
         self.last_error: str | None = None
         self.n_refreshes = 0
+        self.n_checks = 0  # looks at Gold's version (the refreshes happen when it changed)
+        self._seen: tuple[Any, ...] | None = None  # what the last refresh showed: Gold's versions, the controls
         self.n_published = 0
         self.n_renewed = 0  # chart widgets replaced because the browser stopped drawing them
         self.stale_after = settings.chart_stale_after_s  # LAKEHOUSE_CHART_STALE_AFTER_S
@@ -78,8 +81,10 @@ class LiveCandles(Panel):
                                       layout={"width": "180px"})
         self.window_w = W.BoundedIntText(value=window, min=5, max=100_000, step=10, description="bars",
                                          layout={"width": "170px"})
-        self.refresh_w = W.BoundedFloatText(value=refresh, min=0.2, max=3600, step=1, description="every (s)",
-                                            layout={"width": "170px"})
+        self.refresh_w = W.BoundedFloatText(value=refresh, min=0.1, max=3600, step=0.5, description="check (s)",
+                                            layout={"width": "170px"},
+                                            tooltip="how often Gold's version is looked at; the chart is read and "
+                                                    "redrawn only when it changed")
         self.pause_w = W.ToggleButton(value=False, description="Pause", icon="pause",
                                       tooltip="pause / resume the automatic refresh")
         self.refresh_b = W.Button(description="Refresh", icon="refresh")
@@ -137,17 +142,28 @@ class LiveCandles(Panel):
         return self._loop is not None and self._loop.alive
 
     # ---- actions ----------------------------------------------------------------------------------------
+    def gold_version(self) -> tuple[Any, ...]:
+        """What decides whether a refresh would show something new: the versions of the chosen timeframe's table
+        and of the alerts table, and the controls (a few file probes: no table is read)."""
+        from ..layers.follow import latest_version
+
+        tables = (charts.table_path(self.settings, self.timeframe), self.settings.alerts_table)
+        self._known = [latest_version(t, k) for t, k in zip(tables, getattr(self, "_known", [-1, -1]), strict=True)]
+        return (*self._known, self.symbol, self.timeframe, self.window, float(self.z_w.value),
+                float(self.move_w.value))
+
     def refresh_once(self) -> int:
         """Read Gold, recompute signals and alerts, update the figure in place; returns the bars shown."""
         with self._lock:
             t0 = time.perf_counter()
             try:
+                seen = self.gold_version()
                 bars, alerts = self._read()
                 charts.update_figure(self.figure, bars, alerts, title=charts.title_for(self.symbol, self.timeframe,
                                                                                        bars))
                 if self.figure.stale(self.stale_after):
                     self._renew_figure()
-                self.bars, self.alerts = bars, alerts
+                self.bars, self.alerts, self._seen = bars, alerts, seen
                 self.alerts_w.value = alerts_html(alerts)
                 self.last_error = None
             except Exception as exc:
@@ -197,7 +213,7 @@ class LiveCandles(Panel):
 
     def status_text(self) -> str:
         state = "closed" if self._closed else "paused" if self.paused else (
-            f"live every {self.refresh:g}s" if self.running else "stopped")
+            f"live: Gold checked every {self.refresh:g}s" if self.running else "stopped")
         if self.bars.empty:
             where = charts.table_path(self.settings, self.timeframe)
             head = f"{self.symbol or '-'} {self.timeframe}: no bars yet ({where})"
@@ -263,7 +279,10 @@ class LiveCandles(Panel):
             if self.paused or self._closed:
                 return
             try:
-                self.refresh_once()
+                self.n_checks += 1
+                # an idle chart costs a few file probes a tick: Gold is read only once it has a new version
+                if self.gold_version() != self._seen or self.figure.stale(self.stale_after):
+                    self.refresh_once()
             except Exception:
                 log.exception("live refresh failed")  # shown in the status line, retried next tick
 

@@ -245,7 +245,9 @@ class QueryPanel(Panel):
         """Stop the query and the refresher; returns the final status line."""
         with self._lock:
             if self.query is not None and self.query.isActive:
-                self.query.stop()
+                from ..layers.streaming import stop_between_batches
+
+                stop_between_batches(self.query)  # a batch running ends first (what Stop promises)
             self._stop_refresher()
             self._update()
             self._set_running(False)
