@@ -127,7 +127,8 @@ def run_demo(
         src, cleanup = make_source(source, pairs, file=file, speed=speed)  # a replay: every symbol recorded
         producer = ProducerThread(src, TradeProducer.from_settings(settings), name=source, cleanup=cleanup)
         producer.start()
-        deadline = None if duration is None else t0 + duration
+        # counted from the producer's start: a slow cold start (broker, Spark) must not eat the feed
+        deadline = None if duration is None else time.monotonic() + duration
         while True:
             supervisor.check()
             progress.update(_line(producer, queries))
