@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     end = p.add_mutually_exclusive_group()
     end.add_argument("--until-drained", action="store_true",
                      help="exit 0 once the source is exhausted and every layer has caught up")
-    end.add_argument("--duration", type=float, help="run for S seconds, then stop")
+    end.add_argument("--duration", type=float,
+                     help="feed for S seconds (counted from the producer's start, once broker and Spark are up)")
 
     from . import engine_cli
 

@@ -158,7 +158,8 @@ def run_demo(
         except BaseException:
             release(producer)
             raise
-        deadline = None if duration is None else t0 + duration
+        # counted from the producer's start: a slow cold start (broker, Spark) must not eat the feed
+        deadline = None if duration is None else time.monotonic() + duration
         while True:
             supervisor.check()
             progress.update(_line(producer, queries))
