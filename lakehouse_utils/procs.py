@@ -1,4 +1,4 @@
-"""Processes and ports on this machine: wait for a process to exit, probe a TCP port, find free ports.
+"""Processes and ports on this machine: wait for a process to exit, probe a TCP port, find free ports, RSS.
 
 The embedded broker (``kafka.broker``) and the standalone Spark cluster (``engine.cluster``) run detached JVMs
 tracked by pid files; both wait for them with :func:`wait_exit` and probe their ports with :func:`reachable`.
@@ -60,3 +60,18 @@ def wait_exit(pid: int, timeout: float) -> bool:
 
 
 __all__ = ["free_port_pair", "port_open", "reachable", "wait_exit"]
+
+
+def rss_mb(pids: list[int] | set[int]) -> float:
+    """The resident memory of ``pids`` together (MB, from ``/proc``); a pid gone meanwhile counts 0."""
+    from pathlib import Path
+
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024

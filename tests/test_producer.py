@@ -198,6 +198,26 @@ def test_backpressure_blocks_instead_of_buffering_and_stop_is_bounded() -> None:
     assert "PURGE" in (final.last_delivery_error or "")
 
 
+def test_the_status_keeps_the_specific_broker_error_over_all_brokers_down() -> None:
+    """librdkafka says _TRANSPORT (address, "Connection refused"), then sums up _ALL_BROKERS_DOWN: keep the former."""
+    from confluent_kafka import KafkaError
+
+    producer = TradeProducer(f"127.0.0.1:{closed_port()}", "err.trades", ensure_topics=False)
+    try:
+        refused = KafkaError(KafkaError._TRANSPORT, "127.0.0.1:1/bootstrap: Connect failed: Connection refused")
+        producer._on_client_error(refused)
+        producer._on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        assert (producer.broker_problem() or "").startswith("_TRANSPORT: 127.0.0.1:1/bootstrap")
+        assert producer.broker_problem(within_s=0.0) is None  # an old error no longer explains anything
+        producer._on_client_error(KafkaError(KafkaError._AUTHENTICATION, "SASL failed"))  # a specific one replaces
+        assert (producer.broker_problem() or "").startswith("_AUTHENTICATION")
+        producer._client_error_at -= 60  # long ago: the summary alone is all there is now
+        producer._on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        assert (producer.broker_problem() or "").startswith("_ALL_BROKERS_DOWN")
+    finally:
+        producer.close(timeout=1.0)
+
+
 def test_duration_and_max_messages_bound_a_run(settings: Settings, kafka: LocalKafka) -> None:
     paced = SyntheticSource(["BTC/USD"], rate=200)
     thread = ProducerThread(paced, TradeProducer.from_settings(settings), name="synthetic", duration=1.5)

@@ -17,10 +17,16 @@ from typing import Any
 
 import nbformat
 
-from ..kafka.topics import ensure_topic
 from ..ops.notebooks import numbered
-from .latency import LOG_APPEND_TIME, GoldPoller, kafka_arrivals, latencies
+from .latency import GoldPoller, kafka_arrivals, latencies, stamped_topic
 from .runs import RssSampler
+
+
+def notebook_env(data: Path, bootstrap: str, topic: str, engine: str = "shared") -> dict[str, str]:
+    """What the notebooks' kernels get: a data dir, broker and topic of the run's own, panels left to the user
+    (``run_seconds = 0``), no Spark UI, the engine to use."""
+    return {"LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_BOOTSTRAP": bootstrap, "LAKEHOUSE_TOPIC": topic,
+            "LAKEHOUSE_RUN_SECONDS": "0", "LAKEHOUSE_SPARK_UI": "false", "LAKEHOUSE_ENGINE": engine}
 
 
 @dataclass
@@ -89,10 +95,8 @@ def notebook_flow_run(root: Path, bootstrap: str, broker_pid: int | None, *, eng
 
     data = root / f"notebooks-{engine}"
     topic = f"bench.notebooks.{engine}.{int(time.time())}"
-    ensure_topic(bootstrap, topic, 1, config=LOG_APPEND_TIME)  # the broker stamps each trade's arrival
-    ensure_topic(bootstrap, f"{topic}.dlq", 1)
-    env = {"LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_BOOTSTRAP": bootstrap, "LAKEHOUSE_TOPIC": topic,
-           "LAKEHOUSE_RUN_SECONDS": "0", "LAKEHOUSE_SPARK_UI": "false", "LAKEHOUSE_ENGINE": engine}
+    stamped_topic(bootstrap, topic)
+    env = notebook_env(data, bootstrap, topic, engine)
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     poller = GoldPoller(data / "gold", logs / f"notebooks-{engine}.polls.jsonl")

@@ -32,6 +32,15 @@ import pandas as pd
 LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
+def stamped_topic(bootstrap: str, topic: str) -> str:
+    """Create ``topic`` (1 partition) with the broker's append time on every message, and its DLQ; returns it."""
+    from ..kafka.topics import ensure_topic
+
+    ensure_topic(bootstrap, topic, 1, config=LOG_APPEND_TIME)  # the broker stamps each trade's arrival
+    ensure_topic(bootstrap, f"{topic}.dlq", 1)
+    return topic
+
+
 def gold_trade_counts(gold_dir: str | Path) -> dict[str, int]:
     """Trades per symbol in the 1-minute Gold bars, as a ``deltalake`` reader (the chart) sees them."""
     from ..views.charts import read_bars

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..kafka.topics import ensure_topic
-from .latency import LOG_APPEND_TIME, LatencyResult, kafka_arrivals
+from .kernels import notebook_env
+from .latency import LatencyResult, kafka_arrivals, stamped_topic
 
 # Every 50 ms: the trades each candle of the chart holds, kept when it changed ({t: wall time s, bars: {x: n}}).
 SAMPLER_JS = """(sel) => {
@@ -102,10 +102,8 @@ def pixel_run(root: Path, bootstrap: str, *, speed: str = "20", feed_seconds: fl
     shutil.copytree(repo / "notebooks", work / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     data = work / "data"
     topic = f"bench.pixels.{int(time.time())}"
-    ensure_topic(bootstrap, topic, 1, config=LOG_APPEND_TIME)  # the broker stamps each trade's arrival
-    ensure_topic(bootstrap, f"{topic}.dlq", 1)
-    env = {"LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_BOOTSTRAP": bootstrap, "LAKEHOUSE_TOPIC": topic,
-           "LAKEHOUSE_RUN_SECONDS": "0", "LAKEHOUSE_SPARK_UI": "false", "LAKEHOUSE_ENGINE": "shared"}
+    stamped_topic(bootstrap, topic)
+    env = notebook_env(data, bootstrap, topic)
     server, token = jupyter_lab(work, work / "notebooks", env)
     samples: list[dict[str, Any]] = []
     title, warm = "", None

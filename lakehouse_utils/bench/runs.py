@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..kafka.topics import ensure_topic
-from .latency import LOG_APPEND_TIME, GoldPoller, kafka_arrivals, latencies
+from ..procs import rss_mb
+from .latency import GoldPoller, kafka_arrivals, latencies, stamped_topic
 
 
 def _children(pid: int) -> list[int]:
@@ -47,18 +47,6 @@ def tree_pids(roots: list[int]) -> set[int]:
         seen.add(pid)
         todo.extend(_children(pid))
     return seen
-
-
-def rss_mb(pids: set[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 class RssSampler:
@@ -119,8 +107,7 @@ def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = 
     data = root / name
     shutil.rmtree(data, ignore_errors=True)
     topic = f"bench.{name}"
-    ensure_topic(bootstrap, topic, 1, config=LOG_APPEND_TIME)  # the broker stamps each trade's arrival
-    ensure_topic(bootstrap, f"{topic}.dlq", 1)
+    stamped_topic(bootstrap, topic)
     common = ["--data-dir", str(data), "--bootstrap", bootstrap, "--topic", topic]
     feed = ["--source", source, "--speed", speed, *sum((["--pair", p] for p in pairs or []), [])]
     env = dict(extra_env or {})

@@ -25,7 +25,6 @@ from typing import Any
 
 from ..config import Settings
 from ..kafka.broker import LocalKafka
-from ..kafka.topics import ensure_topic
 from ..procs import free_port_pair
 
 # field -> (target, higher is better, unit)
@@ -202,15 +201,14 @@ def m_chart(ctx: Context) -> dict[str, Any]:
 
 def m_realtime(ctx: Context) -> dict[str, Any]:
     """Ours and the seed's Gold side by side on one real-time feed (``--speed 1``), one reader each."""
-    from .latency import LOG_APPEND_TIME, GoldPoller, kafka_arrivals, latencies
+    from .latency import GoldPoller, kafka_arrivals, latencies, stamped_topic
     from .runs import RssSampler, _interrupt
     from .seed import seed_gold_dir
 
     feed = 60.0 if ctx.quick else 8 * 60.0
     data = ctx.root / "realtime"
     topic = "bench.realtime"
-    ensure_topic(ctx.bootstrap, topic, 1, config=LOG_APPEND_TIME)
-    ensure_topic(ctx.bootstrap, f"{topic}.dlq", 1)
+    stamped_topic(ctx.bootstrap, topic)
     logs = ctx.root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     ours = GoldPoller(data / "gold", logs / "realtime.ours.jsonl")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..procs import rss_mb
 from .host import Hosted, QueryHost, key_of, warm_up
 from .spark import get_spark
 
@@ -55,18 +56,6 @@ def snapshot(hosted: Hosted) -> dict[str, Any]:
     }
 
 
-def _rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return round(total / 1024, 1)
-
-
 class Engine:
     """The engine's state: the Spark session, the query host, and what ``/v1/status`` tells."""
 
@@ -83,7 +72,8 @@ class Engine:
         return {
             "pid": os.getpid(), "jvm_pid": jvm_pid, "started_at": self.started_at, "spark": self.spark.version,
             "master": sc.master, "ui": sc.uiWebUrl, "connect_port": self.connect_port,
-            "data_dir": str(self.settings.data_dir), "rss_mb": _rss_mb([os.getpid(), *([jvm_pid] if jvm_pid else [])]),
+            "data_dir": str(self.settings.data_dir),
+            "rss_mb": round(rss_mb([os.getpid(), *([jvm_pid] if jvm_pid else [])]), 1),
             "sessions": _connect_sessions(self.spark),
             "queries": [snapshot(h) for h in self.host.hosted.values()],
         }

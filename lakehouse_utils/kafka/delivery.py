@@ -140,9 +140,17 @@ class DeliveryBook:
             self.last_error = prefix + error_text(err)
 
     def _on_client_error(self, err: KafkaError) -> None:
-        """librdkafka's error callback (run inside poll/flush): the broker down, a refused login ..."""
-        self.client_error = error_text(err)
-        self._client_error_at = time.monotonic()
+        """librdkafka's error callback (run inside poll/flush): the broker down, a refused login ...
+
+        ``_ALL_BROKERS_DOWN`` only sums up the errors before it: a fresh specific one (``_TRANSPORT: <address>:
+        Connection refused``) says more, so it is kept (and counts as fresh again).
+        """
+        now = time.monotonic()
+        summary = err.code() == KafkaError._ALL_BROKERS_DOWN
+        fresh = self.client_error is not None and now - self._client_error_at < CLIENT_ERROR_FRESH_S
+        if not (summary and fresh and not (self.client_error or "").startswith("_ALL_BROKERS_DOWN")):
+            self.client_error = error_text(err)
+        self._client_error_at = now
 
     def _on_dlq_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:

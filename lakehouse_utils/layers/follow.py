@@ -121,7 +121,8 @@ def batches_committed(checkpoint: Path) -> int:
 class Follower:
     """One layer following its source table (see the module doc); the parts of a StreamingQuery a panel uses.
 
-    ``read(files)`` turns the source's added files into the rows ``apply(rows, batch_id)`` commits; ``apply``
+    ``read(files)`` turns the source's added files into the rows ``apply(rows, batch_id, stats)`` commits
+    (``stats``: the follower's ``layer_stats``, for its progress line); ``apply``
     returns what the next layer takes (Silver: its new trades) or ``None``.
     """
 
@@ -129,7 +130,7 @@ class Follower:
 
     def __init__(self, name: str, source: Path, output: Path, checkpoint: Path, trigger: str,
                  read: Callable[[list[tuple[Path, dict[str, str | None], int]]], pa.Table],
-                 apply: Callable[[pa.Table, int], pa.Table | None], chain: Chain | None = None) -> None:
+                 apply: Callable[[pa.Table, int, LayerStats], pa.Table | None], chain: Chain | None = None) -> None:
         self.name, self.source, self.output, self.checkpoint = name, Path(source), Path(output), Path(checkpoint)
         self.read, self.apply, self.chain = read, apply, chain
         kwargs = trigger_kwargs(trigger)
@@ -271,7 +272,7 @@ class Follower:
             if rows is None:
                 rows = self.read(files or [])
             before = self._out_known = latest_version(self.output, self._out_known) if self.chain is not None else -1
-            out = self.apply(rows, batch)
+            out = self.apply(rows, batch, self.layer_stats)
             self._save({"batch": batch, "done": last})
             if self.chain is not None and out is not None:
                 self._out_known = latest_version(self.output, before)

@@ -35,7 +35,7 @@ from .gold_tables import BAR_COLUMNS, GOLD_SCHEMA, LATE_SCHEMA, PARTITIONS, bars
 from .gold_writer import GoldWriter, start_idle_finalizer
 from .silver import SILVER_SCHEMA, add_new_columns
 from .silver import ensure_tables as ensure_silver
-from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, app_id_for, check_flow, ensure_table
+from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, LayerStats, app_id_for, check_flow, ensure_table
 
 QUERY_NAME = "gold"
 CHECKPOINT = LAYER_CHECKPOINTS[2]
@@ -131,15 +131,13 @@ def start_gold(spark: SparkSession, settings: Settings, trigger: str | None = No
     check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,), checkpoint)
     ensure_tables(spark, settings)
     chain = chain_for(settings.bronze)
-    box: list[Follower] = []
 
-    def apply(rows: pa.Table, batch_id: int) -> None:
+    def apply(rows: pa.Table, batch_id: int, stats: LayerStats) -> None:
         writer = GoldWriter.for_app(spark, settings, app_id_for(QUERY_NAME, checkpoint), checkpoint)
-        writer.process_arrow(rows.select(SILVER_SCHEMA.fieldNames()), batch_id, box[0].layer_stats)
+        writer.process_arrow(rows.select(SILVER_SCHEMA.fieldNames()), batch_id, stats)
 
     follower = Follower(QUERY_NAME, settings.silver, bars_path(settings, "1m"), checkpoint,
                         trigger or settings.trigger, lambda files: read_silver_files(settings, files), apply, chain)
-    box.append(follower)
     with chain.lock:
         chain.gold = follower
     follower.start()

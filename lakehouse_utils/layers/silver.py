@@ -285,15 +285,12 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
     check_flow(settings, CHECKPOINT, (PIPELINE_CHECKPOINT,), checkpoint)
     chain = chain_for(settings.bronze)
-    box: list[Follower] = []
 
-    def apply(rows: pa.Table, batch_id: int) -> pa.Table:
-        follower = box[0]
-        return commit_parsed(rows, batch_id, settings, app_id_for(QUERY_NAME, checkpoint), follower.layer_stats)
+    def apply(rows: pa.Table, batch_id: int, stats: LayerStats) -> pa.Table:
+        return commit_parsed(rows, batch_id, settings, app_id_for(QUERY_NAME, checkpoint), stats)
 
     follower = Follower(QUERY_NAME, settings.bronze, settings.silver, checkpoint, trigger or settings.trigger,
                         lambda files: read_bronze_files(spark, settings, files), apply, chain)
-    box.append(follower)
     with chain.lock:
         chain.silver = follower
     return follower.start()

@@ -24,6 +24,7 @@ from typing import Any
 from ..config import TIMEFRAMES, Settings, table_exists
 from ..kafka.broker import LocalKafka
 from ..kafka.topics import end_offsets
+from ..layers.follow import latest_version
 from ..layers.jobs import Supervisor
 from ..layers.streaming import flow_of, parse_delay, progress_of, stop_between_batches
 from ..progress import ProgressLine
@@ -202,11 +203,6 @@ def _interval_seconds(trigger: str) -> float:
         return 1.0
 
 
-def _table_version(path: Path) -> int:
-    log = Path(path) / "_delta_log"
-    return max((int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()), default=-1)
-
-
 def _wait_caught_up(spark, settings: Settings, queries: dict, producer, progress: ProgressLine,
                     interval: float, timeout: float = 600.0, check: Callable[[], None] | None = None) -> None:
     """Block until every layer reflects everything the source produced (see the module doc).
@@ -225,7 +221,7 @@ def _wait_caught_up(spark, settings: Settings, queries: dict, producer, progress
             if q.exception() is not None:
                 raise RuntimeError(f"{name} query failed: {q.exception()}")
         progress.update(_line(producer, queries))
-        versions = [_table_version(t) for t in tables]
+        versions = [latest_version(Path(t)) for t in tables]
         busy = any(q.status.get("isTriggerActive") for q in queries.values())
         if versions != last_versions or busy:
             last_versions, quiet_since = versions, time.monotonic()

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
@@ -64,6 +65,7 @@ class LiveCandles(Panel):
         self.n_refreshes = 0
         self.n_checks = 0  # looks at Gold's version (the refreshes happen when it changed)
         self._seen: tuple[Any, ...] | None = None  # what the last refresh showed: Gold's versions, the controls
+        self._known: dict[Path, int] = {}  # each table's version seen last (the next look probes from there on)
         self.n_published = 0
         self.n_renewed = 0  # chart widgets replaced because the browser stopped drawing them
         self.stale_after = settings.chart_stale_after_s  # LAKEHOUSE_CHART_STALE_AFTER_S
@@ -148,8 +150,12 @@ class LiveCandles(Panel):
         from ..layers.follow import latest_version
 
         tables = (charts.table_path(self.settings, self.timeframe), self.settings.alerts_table)
-        self._known = [latest_version(t, k) for t, k in zip(tables, getattr(self, "_known", [-1, -1]), strict=True)]
-        return (*self._known, self.symbol, self.timeframe, self.window, float(self.z_w.value),
+        for table in tables:  # per table: a timeframe picked later starts from its own version
+            known = self._known.get(table, -1)
+            if known >= 0 and not (table / "_delta_log" / f"{known:020d}.json").exists():
+                known = -1  # the table was made anew (lakehouse reset): look from its start
+            self._known[table] = latest_version(table, known)
+        return (*(self._known[t] for t in tables), self.symbol, self.timeframe, self.window, float(self.z_w.value),
                 float(self.move_w.value))
 
     def refresh_once(self) -> int:
