@@ -79,6 +79,14 @@ class Settings:
     # where notebooks run their Spark: "shared" = the one engine every kernel uses (`lakehouse engine`, a kernel
     # holds no JVM), "local" = a Spark of the kernel's own (LAKEHOUSE_ENGINE=local); the CLI asks with --engine
     engine: str = "shared"
+    # alerts Gold raises on the bars it makes final (layers/gold_alerts.py, README "Alerts"): the rolling window
+    # of the z-scores (bars), the z threshold (return_z, volume_z), the close-to-close move in %, the spread
+    # between the venues of a symbol in basis points (venue_spread); ``alerts = False`` turns them off
+    alerts: bool = True
+    alert_window: int = 20
+    alert_z: float = 3.0
+    alert_move_pct: float = 1.0
+    alert_spread_bp: float = 25.0
     # a live chart whose pushes no browser view drew for this long is sent again as a new widget (live_figure)
     chart_stale_after_s: float = 20.0
     # where the servers the project starts listen (Spark UI/driver, replay server); see README "Operations"
@@ -108,6 +116,11 @@ class Settings:
                 object.__setattr__(self, f.name, Path(value).expanduser())
             elif isinstance(value, str) and "Secret" in str(f.type):  # Settings(kafka_sasl_password="...")
                 object.__setattr__(self, f.name, Secret(value))
+        if int(self.alert_window) < 2:
+            raise ValueError(f"alert_window: {self.alert_window} bars; a z-score needs a window of 2 bars or more")
+        for name in ("alert_z", "alert_move_pct", "alert_spread_bp"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name}: {getattr(self, name)!r}; an alert threshold must be a positive number")
 
     # -- derived paths -------------------------------------------------------------------------
     @property

@@ -74,8 +74,8 @@ def test_alerts_on_final_bars_only_with_deterministic_ids() -> None:
     assert list(alerts.columns) == analytics.ALERT_COLUMNS
     assert alerts[["kind", "value"]].values.tolist() == [["move_pct", pytest.approx(10.0)],
                                                          ["move_pct", pytest.approx(-10.0)]]
-    assert alerts.alert_id.tolist() == ["BTC/USD|1m|2026-01-01T00:01:00Z|move_pct",
-                                        "BTC/USD|1m|2026-01-01T00:02:00Z|move_pct"]
+    assert alerts.alert_id.tolist() == ["kraken|BTC/USD|1m|2026-01-01T00:01:00Z|move_pct",
+                                        "kraken|BTC/USD|1m|2026-01-01T00:02:00Z|move_pct"]
     assert alerts.timeframe.unique().tolist() == ["1m"] and alerts.is_final.all()
     # the forming last bar crosses two thresholds; it is only a preview until it is final
     preview = analytics.detect_alerts(s, z_threshold=3.0, move_pct=5.0, final_only=False)
@@ -128,24 +128,32 @@ def test_alerts_on_the_hour_are_stable(hour) -> None:
         assert json.loads(analytics.alert_json(row.to_dict()))["alert_id"] == row.alert_id
 
 
-def test_live_chart_publishes_new_final_alerts_once(kafka: LocalKafka, tmp_path: Path) -> None:
+def test_the_live_chart_shows_the_stored_alerts_and_raises_none(tmp_path: Path) -> None:
+    """Charts only read alerts: Gold raises them (tests/test_gold_alerts.py); a chart with a spike in view and an
+    empty alerts table shows no marker and writes nothing."""
     from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
     from lakehouse_utils.views.charts import figure_alerts, table_path
     from lakehouse_utils.views.live import LiveCandles
 
-    settings = Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap,
-                        alerts_topic=f"alerts.{uuid.uuid4().hex[:8]}")
+    settings = Settings(data_dir=tmp_path / "data", bootstrap="127.0.0.1:1")
     bars = synthetic_bars(60, forming=2)
     bars.loc[40, "volume"] *= 50  # a volume spike on a final bar
-    bars.loc[59, "volume"] *= 50  # and one on the forming bar: not an alert yet
     write_gold_bars(table_path(settings, "1m"), bars)
-    live = LiveCandles(settings, window=60, autostart=False, z_threshold=4.0, move_pct=50.0, publish_alerts=True)
+    live = LiveCandles(settings, window=30, autostart=False)
     try:
-        assert live.alerts.kind.tolist() == ["volume_z"] and figure_alerts(live.figure) == 1
-        assert live.n_published == 1 and live.publish_error is None
+        assert live.alerts.empty and figure_alerts(live.figure) == 0
+        assert not settings.alerts_table.exists()  # the chart wrote nothing
+        # what Gold would store: the spike's alert, one on a bar before the window shown, one of another symbol
+        found = analytics.detect_alerts(analytics.add_signals(bars), timeframe="1m")
+        assert found.kind.tolist() == ["volume_z"]
+        early = found.assign(bar_start=bars.bar_start.iloc[5], alert_id="early", kind="move_pct")
+        other = found.assign(symbol="ETH/USD", alert_id="other")
+        assert analytics.write_alerts(pd.concat([found, early, other]), settings, publish=False) == 3
         live.refresh_once()
-        assert live.n_published == 1
-        assert end_offsets(kafka.bootstrap, settings.alerts_topic) == {0: 1}
-        assert analytics.read_alerts(settings).alert_id.tolist() == live.alerts.alert_id.tolist()
+        assert live.alerts.alert_id.tolist() == found.alert_id.tolist() and figure_alerts(live.figure) == 1
+        live.kind_w.value = "move_pct"  # the dropdown only filters what is shown
+        assert live.alerts.empty and figure_alerts(live.figure) == 0
+        live.kind_w.value = "volume_z"
+        assert figure_alerts(live.figure) == 1 and len(analytics.read_alerts(settings)) == 3
     finally:
         live.close()

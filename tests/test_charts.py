@@ -59,6 +59,9 @@ def test_live_candles_on_the_hour_and_the_html_report(hour) -> None:
         shown = charts.figure_bars(live.figure)
         assert len(shown) == 60 and shown.iloc[-1].close == gold.iloc[-1].close == 11014.3
         assert live.last_refresh_seconds is not None and live.last_refresh_seconds > 0
+        # the markers are the alerts Gold stored while the demo ran (the chart computes none)
+        assert "kraken|BTC/USD|1m|2019-07-01T00:48:00Z|volume_z" in live.alerts.alert_id.tolist()
+        assert charts.figure_alerts(live.figure) == len(live.alerts)
         live.timeframe_w.value = "1h"  # the dropdown refreshes the same figure
         assert len(charts.figure_bars(live.figure)) == 1
         live.window_w.value = 10

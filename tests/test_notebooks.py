@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse_utils.config import ENV_PREFIX, table_exists
+from lakehouse_utils.config import ENV_PREFIX
 from lakehouse_utils.engine import EngineServer
 from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.kafka.topics import end_offsets
@@ -47,9 +47,9 @@ HOUR = {
     "06_analytics_alerts.ipynb": [
         "60 bars, 57 final\n",
         "1 alert(s) on final bars: {'volume_z': 1}\n"
-        "BTC/USD|1m|2019-07-01T00:48:00Z|volume_z\n"
-        "1 new alert(s) written\n"
-        "alerts table: 1 rows; alerts topic: 1 messages\n"],
+        "kraken|BTC/USD|1m|2019-07-01T00:48:00Z|volume_z\n"
+        "0 new alert(s) written\n"  # Gold (notebook 04) raised them already: the same ids
+        "alerts table: 2 rows; alerts topic: 2 messages\n"],
     "07_reconcile.ipynb": [
         "ok: True (0 kind(s) of difference)\n"
         "bronze: 2,672 rows in 1 partition(s), lag 0\n"
@@ -113,11 +113,13 @@ def test_notebooks_as_stored_pass_nbval_in_order(kafka: LocalKafka, topic: str, 
         assert len(bars) == n and bars["trades"].sum() == 2671
     hour = DeltaTable(str(data / "gold" / "bars_1h")).to_pandas().iloc[0]
     assert (hour.open, hour.close) == (10749.4, 11014.3)
-    # 05: the self-contained HTML report (plotly.js embedded); 06: the alert, once in the table and the topic
+    # 05: the self-contained HTML report (plotly.js embedded); 04's Gold raised the hour's two alerts (the 1m volume
+    # spike, a 1.2 % 5m move), once in the table and the topic, and 06's publish found nothing new
     assert (data / "reports" / "candles_1m.html").stat().st_size > 1_000_000
-    assert end_offsets(kafka.bootstrap, f"{topic}.alerts") == {0: 1}
+    assert end_offsets(kafka.bootstrap, f"{topic}.alerts") == {0: 2}
     alerts = DeltaTable(str(data / "gold" / "alerts")).to_pandas()
-    assert alerts.alert_id.tolist() == ["BTC/USD|1m|2019-07-01T00:48:00Z|volume_z"]
+    assert sorted(alerts.alert_id) == ["kraken|BTC/USD|1m|2019-07-01T00:48:00Z|volume_z",
+                                       "kraken|BTC/USD|5m|2019-07-01T00:10:00Z|move_pct"]
     # the notebooks started no broker of their own: LAKEHOUSE_BOOTSTRAP named the session's
     assert not (data / "kafka").exists()
     # 02-04 ran their queries in one shared engine (02 started it; the run stopped it), not a JVM per kernel
@@ -140,6 +142,7 @@ def test_papermill_injects_the_parameters(hour, kafka: LocalKafka, tmp_path: Pat
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``make notebooks``' path, on the tables of the session's hour (read only: 06 does not publish)."""
     settings, _ = hour
+    stored = DeltaTable(str(settings.alerts_table)).to_pandas()  # what the demo's Gold raised
     for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(key)  # every value below comes from papermill's injected cell
     done = [*run_notebooks(settings.data_dir, tmp_path, kafka.bootstrap, run_seconds=30, only=["05"]),
@@ -154,5 +157,6 @@ def test_papermill_injects_the_parameters(hour, kafka: LocalKafka, tmp_path: Pat
     # the hour's own finality (the demo's idle finalizer closes more bars than notebook 04 does)
     bars = read_bars(settings, "1m")
     assert f"{len(bars)} bars, {int(bars.is_final.sum())} final" in alerts
-    assert "BTC/USD|1m|2019-07-01T00:48:00Z|volume_z" in alerts
-    assert "new alert(s) written" not in alerts and not table_exists(settings.alerts_table)  # publish=False
+    assert "kraken|BTC/USD|1m|2019-07-01T00:48:00Z|volume_z" in alerts
+    assert "new alert(s) written" not in alerts  # publish=False: the table is as Gold left it
+    assert sorted(DeltaTable(str(settings.alerts_table)).to_pandas().alert_id) == sorted(stored.alert_id)

@@ -72,6 +72,26 @@ def assert_gold_matches(settings: Settings) -> None:
     assert (hour.open, hour.close, hour.high, hour.low) == (10749.4, 11014.3, 11041.8, 10600.0)
 
 
+def assert_alerts_raised_once(settings: Settings) -> set[str]:
+    """Gold raised the alerts of its final bars (the pipeline's thresholds), each once in the table and the topic."""
+    from lakehouse_utils.kafka.topics import last_messages
+    from lakehouse_utils.layers.alert_sink import read_alerts
+    from lakehouse_utils.layers.alerts import add_signals, detect_alerts
+
+    stored = read_alerts(settings)
+    assert stored.alert_id.is_unique
+    expected = set()
+    for tf in FRAMES:
+        finals = gold_bars(settings, tf).reset_index()
+        finals = finals[finals["is_final"]]
+        expected |= set(detect_alerts(add_signals(finals, window=settings.alert_window), settings.alert_z,
+                                      settings.alert_move_pct, tf).alert_id)
+    assert set(stored.alert_id) == expected
+    keys = [m.key for m in last_messages(settings.bootstrap, settings.alerts_topic, 1000)]
+    assert sorted(keys) == sorted(expected)
+    return expected
+
+
 def test_real_hour_through_the_demo_and_a_second_run_adds_nothing(hour) -> None:
     settings, first = hour
     assert first.drained
@@ -82,6 +102,8 @@ def test_real_hour_through_the_demo_and_a_second_run_adds_nothing(hour) -> None:
     assert c.gold_trades == {"1m": 2671, "5m": 2671, "1h": 2671}
     assert_gold_matches(settings)
     assert (settings.reports / "summary.md").read_text().count("| silver trades | 2671 |") == 1
+    alerts = assert_alerts_raised_once(settings)
+    assert "kraken|BTC/USD|1m|2019-07-01T00:48:00Z|volume_z" in alerts  # the hour's volume spike
     # Bars may turn final while the feed is quiet (the watermark follows the wall clock): compare the rest.
     moving = ["updated_at", "is_final", "watermark", "batch_id"]
     before = {tf: gold_bars(settings, tf) for tf in FRAMES}
@@ -96,6 +118,7 @@ def test_real_hour_through_the_demo_and_a_second_run_adds_nothing(hour) -> None:
         after = gold_bars(settings, tf)
         pd.testing.assert_frame_equal(after.drop(columns=moving), before[tf].drop(columns=moving))
         assert (after["is_final"] >= before[tf]["is_final"]).all()  # a final bar stays final
+    assert assert_alerts_raised_once(settings) >= alerts  # Gold's restart raised none twice
 
 
 def test_demo_restarts_after_kill9_without_loss_or_double_count(tmp_path: Path) -> None:

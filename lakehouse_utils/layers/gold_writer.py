@@ -15,6 +15,9 @@ Per micro-batch (:meth:`GoldWriter.process`):
 :meth:`GoldWriter.finalize_idle` moves the watermark on with the wall clock once no trade has arrived for
 :data:`IDLE_AFTER_S` seconds (``max event time + idle time - watermark delay``), so bars turn final when the
 feed goes quiet.  It runs on a background thread beside the query, never while a batch is pending.
+
+Both hand the bars they have just committed as final to the writer's :class:`~.gold_alerts.GoldAlerts`, which
+raises the alerts on them in the same path, before the batch ends (``settings.alerts``; see ``gold_alerts.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pyspark.sql.streaming import StreamingQuery
 from ..config import TIMEFRAMES, Settings
 from . import delta_io
 from .bars import US, Bar, Key, fold_all, roll_up, split_final
+from .gold_alerts import GoldAlerts
 from .gold_tables import bars_path, late_path
 from .silver import SILVER_SCHEMA
 from .streaming import LayerStats, app_id_for, parse_delay
@@ -133,6 +137,24 @@ class GoldWriter:
             self.forming[tf], self.applied[tf] = self._load(tf)
         self.clock: Callable[[], float] = time.monotonic  # the wall clock idleness is measured with
         self.last_arrival = self.clock()
+        self.alerts: GoldAlerts | None = None
+        self.alerts_error: str | None = None
+        if settings.alerts:
+            try:
+                self.alerts = GoldAlerts(settings, checkpoint)
+            except Exception as exc:  # alerts never stop Gold: it runs without them and says why
+                self.alerts_error = f"alerts off: {type(exc).__name__}: {exc}"[:300]
+
+    def raise_alerts(self, stats: dict[str, Any] | None = None) -> int:
+        """Judge the bars made final since the last call (see ``gold_alerts.py``); never raises."""
+        if self.alerts is None:
+            if stats is not None and self.alerts_error:
+                stats["alert_error"] = self.alerts_error
+            return 0
+        n = self.alerts.run()
+        if stats is not None:
+            self.alerts.report(stats)
+        return n
 
     @classmethod
     def for_app(cls, spark: SparkSession, settings: Settings, app_id: str, checkpoint: str | Path) -> GoldWriter:
@@ -197,6 +219,8 @@ class GoldWriter:
             oldest = to_datetime(min(b.end_us for b in finals)).isoformat(timespec="microseconds")
             predicate += f" OR bar_end >= '{oldest}Z'"
         delta_io.replace(bars_path(self.settings, tf), data, predicate, self.app_id if txn else None, batch_id)
+        if self.alerts is not None:
+            self.alerts.add(tf, finals)  # committed: judged by raise_alerts at the end of the batch
 
     def _decide(self, batch_id: int, batch_max_us: int | None, wm_before: int | None) -> dict[str, int | None]:
         new_max = batch_max_us if self.max_event_us is None else max(self.max_event_us, batch_max_us or 0)
@@ -253,6 +277,7 @@ class GoldWriter:
             if batch_id % COMPACT_EVERY == 0:
                 for tf in TIMEFRAMES:
                     delta_io.compact(bars_path(self.settings, tf), partition_filters=[("is_final", "=", "true")])
+            self.raise_alerts(stats)  # also retries alerts an earlier batch could not write
             if stats is not None:
                 stats.add(batch_id, "late", n_late)
                 stats["watermark"] = to_datetime(wm_after).isoformat(sep=" ") if wm_after is not None else None
@@ -278,6 +303,7 @@ class GoldWriter:
                     self._write(tf, forming, finals, wm, self.applied[tf], txn=False)
                     self.forming[tf] = forming
                     done += len(finals)
+            self.raise_alerts()
             return done
 
 
@@ -305,9 +331,13 @@ def start_idle_finalizer(query: StreamingQuery, spark: SparkSession, settings: S
                     continue
                 writer = GoldWriter.for_app(spark, settings, app_id_for(app_name, checkpoint), checkpoint)
                 n = writer.finalize_idle()
-                if n and hasattr(query, "layer_stats"):
-                    query.layer_stats["idle_final"] = query.layer_stats.get("idle_final", 0) + n
-                    query.layer_stats["watermark"] = writer.watermark.isoformat(sep=" ")
+                if hasattr(query, "layer_stats"):
+                    if n:
+                        query.layer_stats["idle_final"] = query.layer_stats.get("idle_final", 0) + n
+                        query.layer_stats["watermark"] = writer.watermark.isoformat(sep=" ")
+                    if n or (writer.alerts is not None and writer.alerts.pending_bars):
+                        with writer.lock:
+                            writer.raise_alerts(query.layer_stats)  # a retry while the feed is quiet too
             except Exception as exc:  # the query's own errors surface through query.exception()
                 if query.isActive and hasattr(query, "layer_stats"):
                     query.layer_stats["idle_error"] = str(exc)[:200]

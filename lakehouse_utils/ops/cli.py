@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--silver", dest="silver_path")
     p.add_argument("--gold", dest="gold_path", help="Gold folder (a seed-style .../bars_1m path means its folder)")
     p.add_argument("--watermark", help="event-time lateness allowed before a bar is final (default 2 minutes)")
+    _alerts(p)
     _job(p)
 
     p = sub.add_parser("pipeline", help="Kafka -> Bronze -> Silver -> Gold as one streaming query (the demo's)")
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-data-loss", action="store_true",
                    help="failOnDataLoss=false: skip offsets deleted by retention instead of failing")
     p.add_argument("--watermark", help="event-time lateness allowed before a bar is final (default 2 minutes)")
+    _alerts(p)
     _partitions(p)
     _job(p)
 
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-port", type=int, help="port of the embedded broker (default 19092)")
     p.add_argument("--trigger", default="1 second", help="processing-time trigger of the pipeline query")
     p.add_argument("--watermark")
+    _alerts(p)
     _partitions(p)
     end = p.add_mutually_exclusive_group()
     end.add_argument("--until-drained", action="store_true",
@@ -153,6 +156,20 @@ def _job(p: argparse.ArgumentParser) -> None:
                         "here: Ctrl-C stops it; a notebook's panel sees it and can stop it too")
 
 
+def _alerts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("alerts Gold raises on the bars it makes final (README: Alerts)")
+    g.add_argument("--no-alerts", dest="alerts", action="store_const", const=False, default=None,
+                   help="raise no alerts (LAKEHOUSE_ALERTS=0)")
+    g.add_argument("--alert-window", dest="alert_window", type=int, metavar="BARS",
+                   help="bars before a bar its z-scores are measured against (default 20)")
+    g.add_argument("--alert-z", dest="alert_z", type=float, metavar="Z",
+                   help="return_z / volume_z alert at |z| >= Z (default 3.0)")
+    g.add_argument("--alert-move-pct", dest="alert_move_pct", type=float, metavar="PCT",
+                   help="move_pct alert at a close-to-close move >= PCT %% (default 1.0)")
+    g.add_argument("--alert-spread-bp", dest="alert_spread_bp", type=float, metavar="BP",
+                   help="venue_spread alert when a symbol's venues close >= BP basis points apart (default 25)")
+
+
 def _partitions(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, default=None, metavar="N",
                    help="partitions of the trades topic if it is created here (default 1; keyed by exchange|symbol, "
@@ -161,7 +178,8 @@ def _partitions(p: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     keys = ("data_dir", "bootstrap", "kafka_properties", "topic", "partitions", "bronze_path", "silver_path",
-            "quarantine_path", "gold_path", "starting_offsets", "max_offsets_per_trigger", "watermark")
+            "quarantine_path", "gold_path", "starting_offsets", "max_offsets_per_trigger", "watermark",
+            "alerts", "alert_window", "alert_z", "alert_move_pct", "alert_spread_bp")
     values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
     gold = values.get("gold_path")
     if gold and Path(gold).name.startswith("bars_"):  # the seed passed --gold data/gold/bars_1m

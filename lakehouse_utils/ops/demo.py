@@ -239,7 +239,8 @@ def _line(producer, queries: dict) -> str:
     parts = [producer.status().line()] if producer else []
     for name, q in queries.items():
         p = progress_of(q, name)
-        extra = "".join(f" {k}={v}" for k, v in p.layer.items() if k in ("late", "quarantined"))
+        extra = "".join(f" {k}={v}" for k, v in p.layer.items() if k in ("late", "quarantined", "alerts",
+                                                                                     "alert_errors"))
         parts.append(f"{name} b{p.batch_id if p.batch_id is not None else '-'} {p.input_rows}r{extra}")
     return " | ".join(parts)
 

@@ -293,29 +293,27 @@ def title_for(symbol: str | None, timeframe: str, bars: pd.DataFrame) -> str:
 
 
 def report_candles(settings: Settings, path: str | Path | None = None, timeframe: str = "1m",
-                   symbol: str | None = None, window: int | None = None,
-                   z_threshold: float | None = None, move_pct: float | None = None) -> Path:
-    """``<data>/reports/candles.html``: the first symbol's bars with the alerts of the final bars.
+                   symbol: str | None = None, window: int | None = None) -> Path:
+    """``<data>/reports/candles.html``: the first symbol's bars with the alerts Gold raised on them.
 
-    Alerts are computed from the bars with ``analytics`` (default thresholds); nothing is written to the
-    alerts table or topic.  An empty or missing Gold gives a page with an empty chart, never an error.
+    The alerts are read from the alerts table (the pipeline raises them; a chart computes none).  An empty or
+    missing Gold gives a page with an empty chart, never an error.
     """
     from . import analytics
 
     path = Path(path) if path is not None else settings.reports / "candles.html"
+    alerts = None
     try:
         names = symbols(settings, timeframe)
         symbol = symbol or (names[0] if names else None)
         bars = read_bars(settings, timeframe, symbol=symbol) if symbol else empty_bars()
+        if window is not None:
+            bars = bars.tail(window)
+        if not bars.empty:
+            alerts = analytics.read_alerts(settings, symbol, timeframe, since=bars["bar_start"].iloc[0])
     except Exception as exc:  # the report must not break the demo
         log.warning("candles report: cannot read Gold (%s)", exc)
         bars = empty_bars()
-    alerts = None
-    if not bars.empty:
-        kw = {k: v for k, v in (("z_threshold", z_threshold), ("move_pct", move_pct)) if v is not None}
-        alerts = analytics.detect_alerts(analytics.add_signals(bars), timeframe=timeframe, **kw)
-        if window is not None:
-            bars = bars.tail(window)
     fig = candles_figure(bars, alerts, title=title_for(symbol, timeframe, bars))
     return write_html(fig, path)
 

@@ -3,11 +3,13 @@
 :class:`LiveCandles` is a Plotly figure built once by :func:`charts.candles_figure` (a
 :class:`~lakehouse_utils.views.live_figure.LiveFigure` widget) that a daemon thread keeps up with Gold: every
 ``refresh`` seconds (0.5 by default) it looks at the Gold table's version (a file probe, no read), and only when
-it changed it reads the newest bars, computes the signals and the alerts (:mod:`analytics`), refills the traces with
-:func:`charts.update_figure`, which sends the whole figure (the browser keeps zoom and pan); a chart widget
+it changed it reads the newest bars and the alerts Gold raised on them (the table ``<gold>/alerts``: the chart only
+reads alerts, the pipeline raises them with its own thresholds, see ``layers/gold_alerts.py``), refills the traces
+with :func:`charts.update_figure`, which sends the whole figure (the browser keeps zoom and pan); a chart widget
 the browser stopped drawing is replaced by a new one.  Controls: symbol, timeframe, window (bars shown),
-refresh interval, pause / resume, and the alert thresholds.  No Spark: it works in a kernel of its own while the
-streaming queries run in other kernels (or in the same one), because Delta readers see committed snapshots.
+refresh interval, pause / resume, and which kinds of alert are shown.  No Spark: it works in a kernel of its
+own while the streaming queries run in other kernels (or in the same one), because Delta readers see committed
+snapshots.
 
 :class:`~lakehouse_utils.views.pipeline_status.PipelineStatus` (re-exported here) shows table row counts, the broker
 and the topics' end offsets.
@@ -29,34 +31,31 @@ import ipywidgets as W
 import pandas as pd
 
 from ..config import Settings
-from ..procs import reachable
 from . import analytics, charts
 from .alerts import alerts_html
 from .pipeline_status import PipelineStatus, delta_count, table_counts, topic_offsets
 from .ui import Loop, Panel, pre
 
 log = logging.getLogger(__name__)
+ALL_KINDS = "all kinds"
 
 
 class LiveCandles(Panel):
     """A live candlestick chart of one symbol's Gold bars with alert markers.
 
     ``refresh_once()`` does one refresh (returns the number of bars shown); the background thread calls it
-    when Gold's version (looked at every ``refresh`` seconds) or a control changed, unless paused.
-    ``publish_alerts=True`` also stores/produces new alerts of final bars with :func:`analytics.write_alerts` on
-    every refresh (off by default: a chart should not write unless asked).  ``signal_window`` is the rolling
-    window of the z-scores and the volatility; the refresh reads that many extra bars before the ones shown so
-    the signals of the first bars shown are the same as with the full history.
+    when the version of Gold's table or of the alerts table (looked at every ``refresh`` seconds) or a control
+    changed, unless paused.  The markers are the stored alerts of the bars shown (``exchange`` keeps one venue's
+    and the cross-venue ones; ``kind`` one kind); the chart computes and writes none.
     """
 
     def __init__(self, settings: Settings, symbol: str | None = None, timeframe: str = "1m", window: int = 120,
-                 refresh: float = 0.5, *, z_threshold: float = 3.0, move_pct: float = 1.0, signal_window: int = 20,
-                 publish_alerts: bool = False, autostart: bool = True, height: int = 620) -> None:
+                 refresh: float = 0.5, *, exchange: str | None = None, kind: str | None = None,
+                 autostart: bool = True, height: int = 620) -> None:
         if timeframe not in charts.TIMEFRAMES:
             raise ValueError(f"timeframe {timeframe!r}: expected one of {', '.join(charts.TIMEFRAMES)}")
         self.settings = settings
-        self.signal_window = signal_window
-        self.publish_alerts = publish_alerts
+        self.exchange = exchange
         self.bars = charts.empty_bars()
         self.alerts = analytics.empty_alerts()
         self.last_refresh_seconds: float | None = None
@@ -66,11 +65,8 @@ class LiveCandles(Panel):
         self.n_checks = 0  # looks at Gold's version (the refreshes happen when it changed)
         self._seen: tuple[Any, ...] | None = None  # what the last refresh showed: Gold's versions, the controls
         self._known: dict[Path, int] = {}  # each table's version seen last (the next look probes from there on)
-        self.n_published = 0
         self.n_renewed = 0  # chart widgets replaced because the browser stopped drawing them
         self.stale_after = settings.chart_stale_after_s  # LAKEHOUSE_CHART_STALE_AFTER_S
-        self.publish_error: str | None = None
-        self._published: set[str] = set()
         self._lock = threading.RLock()
         self._loop: Loop | None = None
         self._closed = False
@@ -90,13 +86,12 @@ class LiveCandles(Panel):
         self.pause_w = W.ToggleButton(value=False, description="Pause", icon="pause",
                                       tooltip="pause / resume the automatic refresh")
         self.refresh_b = W.Button(description="Refresh", icon="refresh")
-        self.z_w = W.BoundedFloatText(value=z_threshold, min=0.5, max=100, step=0.5, description="z ≥",
-                                      layout={"width": "150px"})
-        self.move_w = W.BoundedFloatText(value=move_pct, min=0.01, max=100, step=0.1, description="move % ≥",
-                                         layout={"width": "170px"})
+        self.kind_w = W.Dropdown(options=[ALL_KINDS, *analytics.KINDS], value=kind or ALL_KINDS, description="show",
+                                 layout={"width": "220px"}, tooltip="which alerts the chart shows (it raises none: "
+                                                                    "Gold does, with the pipeline's thresholds)")
         self.status_w = W.HTML(pre("not refreshed yet"))
         self.alerts_w = W.HTML(alerts_html(self.alerts))  # not in .widget: the dashboard shows it apart
-        for w in (self.symbol_w, self.timeframe_w, self.window_w, self.z_w, self.move_w):
+        for w in (self.symbol_w, self.timeframe_w, self.window_w, self.kind_w):
             w.observe(self._on_change, names="value")
         self.refresh_w.observe(lambda _: self._loop and self._loop.poke(), names="value")
         self.pause_w.observe(self._on_pause, names="value")
@@ -110,7 +105,7 @@ class LiveCandles(Panel):
                                             widget=True, height=height)
         self.widget = W.VBox([
             W.HBox([self.symbol_w, self.timeframe_w, self.window_w, self.refresh_w, self.pause_w, self.refresh_b]),
-            W.HBox([W.HTML("<b>alerts</b>&nbsp;"), self.z_w, self.move_w]),
+            W.HBox([W.HTML("<b>alerts</b> raised by the pipeline&nbsp;"), self.kind_w]),
             self.figure,
             self.status_w,
         ])
@@ -155,11 +150,10 @@ class LiveCandles(Panel):
             if known >= 0 and not (table / "_delta_log" / f"{known:020d}.json").exists():
                 known = -1  # the table was made anew (lakehouse reset): look from its start
             self._known[table] = latest_version(table, known)
-        return (*(self._known[t] for t in tables), self.symbol, self.timeframe, self.window, float(self.z_w.value),
-                float(self.move_w.value))
+        return (*(self._known[t] for t in tables), self.symbol, self.timeframe, self.window, self.kind_w.value)
 
     def refresh_once(self) -> int:
-        """Read Gold, recompute signals and alerts, update the figure in place; returns the bars shown."""
+        """Read Gold's bars and the stored alerts on them, update the figure in place; returns the bars shown."""
         with self._lock:
             t0 = time.perf_counter()
             try:
@@ -184,33 +178,17 @@ class LiveCandles(Panel):
             return len(bars)
 
     def _read(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Gold's last bars of the chosen symbol and timeframe with their signals, and the alerts on them."""
+        """Gold's last bars of the chosen symbol and timeframe, and the stored alerts on them."""
         self._update_symbols()
         symbol, tf = self.symbol, self.timeframe
-        n = self.window + self.signal_window + 1
-        history = charts.read_bars(self.settings, tf, symbol, n) if symbol else charts.empty_bars()
-        if history.empty:
-            return history, analytics.empty_alerts()
-        signals = analytics.add_signals(history, window=self.signal_window)
-        alerts = analytics.detect_alerts(signals, float(self.z_w.value), float(self.move_w.value), timeframe=tf)
-        bars = signals.tail(self.window).reset_index(drop=True)
-        if self.publish_alerts:
-            self._publish(alerts)
-        return bars, alerts[alerts["bar_start"] >= bars["bar_start"].iloc[0]].reset_index(drop=True)
-
-    def _publish(self, alerts: pd.DataFrame) -> None:
-        """Store/produce the alerts not published yet; a failure is shown, the chart still updates."""
-        todo = alerts[alerts["is_final"] & ~alerts["alert_id"].isin(self._published)]
-        if todo.empty:
-            return
-        try:
-            if not reachable(self.settings.bootstrap):
-                raise ConnectionError(f"broker {self.settings.bootstrap} unreachable")
-            self.n_published += analytics.write_alerts(todo, self.settings)
-            self._published.update(todo["alert_id"])
-            self.publish_error = None
-        except Exception as exc:  # retried on the next refresh (nothing is stored unless published)
-            self.publish_error = f"{type(exc).__name__}: {exc}"
+        bars = charts.read_bars(self.settings, tf, symbol, self.window) if symbol else charts.empty_bars()
+        if bars.empty:
+            return bars, analytics.empty_alerts()
+        alerts = analytics.read_alerts(self.settings, symbol=symbol, timeframe=tf, exchange=self.exchange,
+                                       since=bars["bar_start"].iloc[0])
+        if self.kind_w.value != ALL_KINDS:
+            alerts = alerts[alerts["kind"] == self.kind_w.value]
+        return bars, alerts.reset_index(drop=True)
 
     def shown_bars(self) -> pd.DataFrame:
         """The bars the figure shows, read back from its traces (under the refresh lock: consistent)."""
@@ -230,12 +208,8 @@ class LiveCandles(Panel):
                     f"({'final' if last['is_final'] else 'forming'})")
         took = f"{1000 * self.last_refresh_seconds:.0f} ms" if self.last_refresh_seconds is not None else "-"
         at = f"{self.last_refreshed_at:%H:%M:%S}" if self.last_refreshed_at else "-"
-        pub = ""
-        if self.publish_alerts:
-            pub = f", {self.n_published} published" + (f" (not published: {self.publish_error})"
-                                                        if self.publish_error else "")
         renewed = f" | chart re-sent {self.n_renewed}x" if self.n_renewed else ""
-        return f"{head} | {len(self.alerts)} alert(s){pub} | refreshed {at} UTC in {took}{renewed} | {state}"
+        return f"{head} | {len(self.alerts)} alert(s) | refreshed {at} UTC in {took}{renewed} | {state}"
 
     def start(self) -> None:
         """Start the background refresh (a running one is kept)."""
