@@ -44,6 +44,35 @@ def test_trade_on_screen_when_its_candle_shows_its_rank() -> None:
     assert pixel_latencies(arrivals, samples, "BTC/USD", since=100.5).summary()["seen"] == 1
 
 
+def test_alert_latency_from_the_final_commit_to_the_topic(tmp_path: Path) -> None:
+    """A bar's final time is the commit that added it to the is_final=true partition (not its forming commits,
+    not a compaction); an alert's latency is its first copy's append time minus that (a venue_spread: its venues'
+    latest)."""
+    from deltalake import DeltaTable
+
+    from lakehouse_utils.bench.alerts import alert_latencies, final_times
+    from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
+
+    path = tmp_path / "gold" / "bars_1m"
+    bars = synthetic_bars(4, forming=4)  # all forming first, then the first two turn final, then the rest
+    write_gold_bars(path, bars)
+    write_gold_bars(path, bars.iloc[:2].assign(is_final=True))
+    write_gold_bars(path, pd.concat([bars.iloc[2:].assign(is_final=True),
+                                     bars.iloc[2:3].assign(is_final=True, exchange="coinbase")]))
+    commits = {h["version"]: h["timestamp"] / 1000 for h in DeltaTable(str(path)).history()}
+    times = final_times(path)
+    starts = bars.bar_start.tolist()
+    assert times[("kraken", "BTC/USD", starts[0])] == times[("kraken", "BTC/USD", starts[1])] == commits[1]
+    assert times[("kraken", "BTC/USD", starts[3])] == times[("coinbase", "BTC/USD", starts[2])] == commits[2]
+    alerts = pd.DataFrame({"alert_id": ["a", "a", "b", "c"], "exchange": ["kraken", "kraken", "*", "binance"],
+                           "symbol": "BTC/USD", "timeframe": "1m",
+                           "bar_start": [starts[1], starts[1], starts[2], starts[0]],
+                           "append_s": [commits[1] + 0.5, commits[1] + 9, commits[2] + 1.5, commits[2]]})
+    r = alert_latencies(tmp_path / "gold", alerts)
+    assert (r["alerts"], r["unmatched"]) == (2, 1)  # "a" once (its first copy); "c": binance has no such bar
+    assert r["max_s"] == pytest.approx(1.5) and r["p50_s"] == pytest.approx(1.0)
+
+
 @pytest.mark.bench  # not in make test (its 20 minutes): make bench-smoke, which CI runs after make test
 @pytest.mark.timeout(2700)
 def test_bench_quick_runs_every_measurement_in_make_bench_order(tmp_path: Path) -> None:
@@ -66,6 +95,7 @@ def test_bench_quick_runs_every_measurement_in_make_bench_order(tmp_path: Path) 
     assert 0 < results["e2e_latency_p50_s"] <= results["e2e_latency_p95_s"] < 120
     assert report["details"]["e2e"]["latency"]["seen"] > 20
     assert 500 < results["peak_rss_mb"] < 8000 and results["chart_refresh_ms_500_bars"] > 0
+    assert report["details"]["e2e"]["alerts"]["alerts"] > 0 and 0 < results["alert_latency_s"] < 60
     catchup = report["details"]["partitions"]  # the layer-by-layer catch-up ran on its own topic and tables
     assert catchup["1p"]["trades"] == catchup["3p"]["trades"] == 5_000
     assert not (out / "runs" / "partitions" / "catchup-layers" / "checkpoints" / "kafka_to_bronze_trades"

@@ -2,8 +2,9 @@
 
 - :func:`live_run`: ``lakehouse demo`` (the three queries in one process) or the notebook flow (Bronze,
   Silver and Gold each in its own process, as notebooks 02-04 in separate kernels, plus ``lakehouse ingest``),
-  fed at a steady rate; returns per-trade latency (:mod:`.latency`) and the peak RSS of every process
-  involved (broker JVM, Spark JVMs, Pythons).
+  fed at a steady rate; returns per-trade latency (:mod:`.latency`), the peak RSS of every process
+  involved (broker JVM, Spark JVMs, Pythons), and how long each alert Gold raised took from its bar's final
+  commit to the alerts topic (:mod:`.alerts`; the run's alerts go to a topic of its own).
 - :func:`first_bar_run`: ``lakehouse demo`` launched cold (its own broker, a new data dir) until the first
   Gold bar is visible to a reader.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..procs import rss_mb
+from .alerts import alert_latencies, stamped_alerts_topic, topic_alerts
 from .latency import GoldPoller, kafka_arrivals, latencies, stamped_topic
 
 
@@ -95,6 +97,7 @@ class LiveRun:
     latency: dict[str, Any]
     first_bar_s: float | None = None
     latency_with_cold_start: dict[str, Any] = field(default_factory=dict)  # every trade, the first ones too
+    alerts: dict[str, Any] = field(default_factory=dict)  # bar final -> alert in the topic (alert_latencies)
     logs: list[str] = field(default_factory=list)
 
 
@@ -111,6 +114,8 @@ def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = 
     common = ["--data-dir", str(data), "--bootstrap", bootstrap, "--topic", topic]
     feed = ["--source", source, "--speed", speed, *sum((["--pair", p] for p in pairs or []), [])]
     env = dict(extra_env or {})
+    alerts_topic = env.setdefault("LAKEHOUSE_ALERTS_TOPIC", f"{topic}.alerts")
+    stamped_alerts_topic(bootstrap, alerts_topic)
     if n_trades:
         env["LAKEHOUSE_BENCH_N_TRADES"] = str(n_trades)
     logs = root / "logs"
@@ -151,6 +156,7 @@ def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = 
     lat = latencies(arrivals, polls, since=since)
     return LiveRun(flow, f"{source} x{speed}", wall, peak, lat.summary(),
                    latency_with_cold_start=latencies(arrivals, polls).summary(),
+                   alerts=alert_latencies(data / "gold", topic_alerts(bootstrap, alerts_topic)),
                    logs=[str(p) for p in sorted(logs.glob(f"{name}.*"))])
 
 
