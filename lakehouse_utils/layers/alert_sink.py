@@ -158,6 +158,7 @@ def write_alerts(alerts: pd.DataFrame, settings: Settings, publish: bool = True,
         frame = new.reindex(columns=ALERT_COLUMNS).copy()
         for c in ("bar_start", "detected_at"):
             frame[c] = pd.to_datetime(frame[c], utc=True).astype("datetime64[us, UTC]")
+        frame["exchange"] = frame["exchange"].astype("object").where(frame["exchange"].notna(), "")
         frame["detail"] = frame["detail"].astype("object").where(frame["detail"].notna(), None)
         if publish:
             publish_alerts(frame.to_dict("records"), settings, timeout)

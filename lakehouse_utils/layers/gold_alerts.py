@@ -159,7 +159,8 @@ class GoldAlerts:
         both = pd.concat([self.history[timeframe].assign(_new=False), new.assign(_new=True)], ignore_index=True)
         both = both.drop_duplicates(["exchange", "symbol", "bar_start"], keep="last")
         signals = add_signals(both, window=self.window)
-        found = [detect_alerts(signals[signals["_new"]], float(s.alert_z), float(s.alert_move_pct), timeframe),
+        found = [detect_alerts(signals[signals["_new"].astype(bool)], float(s.alert_z), float(s.alert_move_pct),
+                               timeframe),
                  spread_alerts(new, float(s.alert_spread_bp), timeframe)]
         found = [f for f in found if not f.empty]
         return (pd.concat(found, ignore_index=True) if found else empty_alerts()), new
