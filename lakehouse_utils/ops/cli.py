@@ -158,16 +158,14 @@ def _job(p: argparse.ArgumentParser) -> None:
 
 def _alerts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("alerts Gold raises on the bars it makes final (README: Alerts)")
-    g.add_argument("--no-alerts", dest="alerts", action="store_const", const=False, default=None,
-                   help="raise no alerts (LAKEHOUSE_ALERTS=0)")
-    g.add_argument("--alert-window", dest="alert_window", type=int, metavar="BARS",
-                   help="bars before a bar its z-scores are measured against (default 20)")
-    g.add_argument("--alert-z", dest="alert_z", type=float, metavar="Z",
-                   help="return_z / volume_z alert at |z| >= Z (default 3.0)")
-    g.add_argument("--alert-move-pct", dest="alert_move_pct", type=float, metavar="PCT",
-                   help="move_pct alert at a close-to-close move >= PCT %% (default 1.0)")
-    g.add_argument("--alert-spread-bp", dest="alert_spread_bp", type=float, metavar="BP",
-                   help="venue_spread alert when a symbol's venues close >= BP basis points apart (default 25)")
+    g.add_argument("--no-alerts", dest="alerts", action="store_const", const=False,
+                   help="raise none (LAKEHOUSE_ALERTS=0)")
+    for flag, kind, meta, what in (
+            ("window", int, "BARS", "bars a z-score is measured against (default 20)"),
+            ("z", float, "Z", "return_z / volume_z at |z| >= Z (default 3.0)"),
+            ("move-pct", float, "PCT", "move_pct at a close-to-close move >= PCT %% (default 1.0)"),
+            ("spread-bp", float, "BP", "venue_spread: a symbol's venues close >= BP bp apart (default 25)")):
+        g.add_argument(f"--alert-{flag}", dest=f"alert_{flag.replace('-', '_')}", type=kind, metavar=meta, help=what)
 
 
 def _partitions(p: argparse.ArgumentParser) -> None:

@@ -22,10 +22,10 @@ def alerts_html(alerts: pd.DataFrame, n: int = 10) -> str:
     """The newest ``n`` alerts as a small HTML table (newest first)."""
     if alerts is None or alerts.empty:
         return pre("no alerts")
-    cols = ["bar_start", "symbol", "timeframe", "kind", "value", "threshold", "close"]
+    cols = ["bar_start", "exchange", "symbol", "timeframe", "kind", "value", "threshold", "close"]
     rows = alerts.sort_values("bar_start", ascending=False).head(n)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for _, r in rows.iterrows())
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+                   for _, r in rows.iterrows())
     head = "".join(f"<th>{c}</th>" for c in cols)
     return f"<table><tr>{head}</tr>{body}</table>"
 
