@@ -5,8 +5,9 @@
 ``refresh`` seconds (0.5 by default) it looks at the Gold table's version (a file probe, no read), and only when
 it changed it reads the newest bars, computes the signals and the alerts (:mod:`analytics`), refills the traces with
 :func:`charts.update_figure`, which sends the whole figure (the browser keeps zoom and pan); a chart widget
-the browser stopped drawing is replaced by a new one.  Controls: symbol, timeframe, window (bars shown),
-refresh interval, pause / resume, and the alert thresholds.  No Spark: it works in a kernel of its own while the
+the browser stopped drawing is replaced by a new one.  Controls: symbol, exchange (the venue: one chart shows one
+venue's bars; :class:`~lakehouse_utils.views.venues_view.VenuesView` compares them), timeframe, window (bars
+shown), refresh interval, pause / resume, and the alert thresholds.  No Spark: it works in a kernel of its own while the
 streaming queries run in other kernels (or in the same one), because Delta readers see committed snapshots.
 
 :class:`~lakehouse_utils.views.pipeline_status.PipelineStatus` (re-exported here) shows table row counts, the broker
@@ -22,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
@@ -33,13 +33,17 @@ from ..procs import reachable
 from . import analytics, charts
 from .alerts import alerts_html
 from .pipeline_status import PipelineStatus, delta_count, table_counts, topic_offsets
+from .probe import TableVersions
 from .ui import Loop, Panel, pre
 
 log = logging.getLogger(__name__)
 
 
 class LiveCandles(Panel):
-    """A live candlestick chart of one symbol's Gold bars with alert markers.
+    """A live candlestick chart of one symbol's Gold bars on one venue (``exchange``) with alert markers.
+
+    ``exchange=None`` takes the first venue (in name order) that has the symbol; picking a symbol that venue lacks
+    moves the exchange picker to the first venue that has it.
 
     ``refresh_once()`` does one refresh (returns the number of bars shown); the background thread calls it
     when Gold's version (looked at every ``refresh`` seconds) or a control changed, unless paused.
@@ -51,7 +55,8 @@ class LiveCandles(Panel):
 
     def __init__(self, settings: Settings, symbol: str | None = None, timeframe: str = "1m", window: int = 120,
                  refresh: float = 0.5, *, z_threshold: float = 3.0, move_pct: float = 1.0, signal_window: int = 20,
-                 publish_alerts: bool = False, autostart: bool = True, height: int = 620) -> None:
+                 publish_alerts: bool = False, autostart: bool = True, height: int = 620,
+                 exchange: str | None = None) -> None:
         if timeframe not in charts.TIMEFRAMES:
             raise ValueError(f"timeframe {timeframe!r}: expected one of {', '.join(charts.TIMEFRAMES)}")
         self.settings = settings
@@ -65,7 +70,7 @@ class LiveCandles(Panel):
         self.n_refreshes = 0
         self.n_checks = 0  # looks at Gold's version (the refreshes happen when it changed)
         self._seen: tuple[Any, ...] | None = None  # what the last refresh showed: Gold's versions, the controls
-        self._known: dict[Path, int] = {}  # each table's version seen last (the next look probes from there on)
+        self._versions = TableVersions()  # each table's version seen last (the next look probes from there on)
         self.n_published = 0
         self.n_renewed = 0  # chart widgets replaced because the browser stopped drawing them
         self.stale_after = settings.chart_stale_after_s  # LAKEHOUSE_CHART_STALE_AFTER_S
@@ -75,10 +80,15 @@ class LiveCandles(Panel):
         self._loop: Loop | None = None
         self._closed = False
 
-        names = self._symbols(timeframe)
+        pairs = self._venues(timeframe)
+        names = sorted({s for v in pairs.values() for s in v})
         symbol = symbol or (names[0] if names else None)
+        have = [ex for ex, v in pairs.items() if symbol in v]
+        exchange = exchange if exchange in have or not have else have[0]
         self.symbol_w = W.Dropdown(options=sorted(set(names) | ({symbol} if symbol else set())), value=symbol,
                                    description="symbol", layout={"width": "220px"})
+        self.exchange_w = W.Dropdown(options=sorted(set(have) | ({exchange} if exchange else set())),
+                                     value=exchange, description="exchange", layout={"width": "220px"})
         self.timeframe_w = W.Dropdown(options=list(charts.TIMEFRAMES), value=timeframe, description="timeframe",
                                       layout={"width": "180px"})
         self.window_w = W.BoundedIntText(value=window, min=5, max=100_000, step=10, description="bars",
@@ -96,7 +106,7 @@ class LiveCandles(Panel):
                                          layout={"width": "170px"})
         self.status_w = W.HTML(pre("not refreshed yet"))
         self.alerts_w = W.HTML(alerts_html(self.alerts))  # not in .widget: the dashboard shows it apart
-        for w in (self.symbol_w, self.timeframe_w, self.window_w, self.z_w, self.move_w):
+        for w in (self.symbol_w, self.exchange_w, self.timeframe_w, self.window_w, self.z_w, self.move_w):
             w.observe(self._on_change, names="value")
         self.refresh_w.observe(lambda _: self._loop and self._loop.poke(), names="value")
         self.pause_w.observe(self._on_pause, names="value")
@@ -106,10 +116,11 @@ class LiveCandles(Panel):
             bars, alerts = self._read()
         except Exception:  # the first refresh below shows why
             bars, alerts = charts.empty_bars(), analytics.empty_alerts()
-        self.figure = charts.candles_figure(bars, alerts, title=charts.title_for(self.symbol, timeframe, bars),
-                                            widget=True, height=height)
+        self.figure = charts.candles_figure(bars, alerts, title=self._title(bars), widget=True, height=height)
+        self.figure.fig.layout.uirevision = self._view_key()
         self.widget = W.VBox([
-            W.HBox([self.symbol_w, self.timeframe_w, self.window_w, self.refresh_w, self.pause_w, self.refresh_b]),
+            W.HBox([self.symbol_w, self.exchange_w, self.timeframe_w, self.window_w, self.refresh_w, self.pause_w,
+                    self.refresh_b]),
             W.HBox([W.HTML("<b>alerts</b>&nbsp;"), self.z_w, self.move_w]),
             self.figure,
             self.status_w,
@@ -122,6 +133,10 @@ class LiveCandles(Panel):
     @property
     def symbol(self) -> str | None:
         return self.symbol_w.value
+
+    @property
+    def exchange(self) -> str | None:
+        return self.exchange_w.value
 
     @property
     def timeframe(self) -> str:
@@ -147,15 +162,8 @@ class LiveCandles(Panel):
     def gold_version(self) -> tuple[Any, ...]:
         """What decides whether a refresh would show something new: the versions of the chosen timeframe's table
         and of the alerts table, and the controls (a few file probes: no table is read)."""
-        from ..layers.follow import latest_version
-
-        tables = (charts.table_path(self.settings, self.timeframe), self.settings.alerts_table)
-        for table in tables:  # per table: a timeframe picked later starts from its own version
-            known = self._known.get(table, -1)
-            if known >= 0 and not (table / "_delta_log" / f"{known:020d}.json").exists():
-                known = -1  # the table was made anew (lakehouse reset): look from its start
-            self._known[table] = latest_version(table, known)
-        return (*(self._known[t] for t in tables), self.symbol, self.timeframe, self.window, float(self.z_w.value),
+        versions = self._versions.look((charts.table_path(self.settings, self.timeframe), self.settings.alerts_table))
+        return (*versions, self.symbol, self.exchange, self.timeframe, self.window, float(self.z_w.value),
                 float(self.move_w.value))
 
     def refresh_once(self) -> int:
@@ -165,8 +173,9 @@ class LiveCandles(Panel):
             try:
                 seen = self.gold_version()
                 bars, alerts = self._read()
-                charts.update_figure(self.figure, bars, alerts, title=charts.title_for(self.symbol, self.timeframe,
-                                                                                       bars))
+                # another venue, symbol or timeframe: a new view (zoom and pan reset), nothing of the last one kept
+                self.figure.fig.layout.uirevision = self._view_key()
+                charts.update_figure(self.figure, bars, alerts, title=self._title(bars))
                 if self.figure.stale(self.stale_after):
                     self._renew_figure()
                 self.bars, self.alerts, self._seen = bars, alerts, seen
@@ -188,7 +197,8 @@ class LiveCandles(Panel):
         self._update_symbols()
         symbol, tf = self.symbol, self.timeframe
         n = self.window + self.signal_window + 1
-        history = charts.read_bars(self.settings, tf, symbol, n) if symbol else charts.empty_bars()
+        history = (charts.read_bars(self.settings, tf, symbol, n, exchange=self.exchange) if symbol
+                   else charts.empty_bars())
         if history.empty:
             return history, analytics.empty_alerts()
         signals = analytics.add_signals(history, window=self.signal_window)
@@ -227,7 +237,7 @@ class LiveCandles(Panel):
             last = self.bars.iloc[-1]
             head = (f"{self.symbol} {self.timeframe}: {len(self.bars)} bars, last {last['bar_start']:%H:%M} UTC "
                     f"O={last['open']:g} H={last['high']:g} L={last['low']:g} C={last['close']:g} "
-                    f"({'final' if last['is_final'] else 'forming'})")
+                    f"({'final' if last['is_final'] else 'forming'}) on {self.exchange}")
         took = f"{1000 * self.last_refresh_seconds:.0f} ms" if self.last_refresh_seconds is not None else "-"
         at = f"{self.last_refreshed_at:%H:%M:%S}" if self.last_refreshed_at else "-"
         pub = ""
@@ -302,25 +312,39 @@ class LiveCandles(Panel):
         log.warning("live chart: the browser stopped drawing it; sent a new chart widget (%d so far)",
                     self.n_renewed)
 
-    def _symbols(self, timeframe: str) -> list[str]:
+    def _venues(self, timeframe: str) -> dict[str, list[str]]:
         try:
-            return charts.symbols(self.settings, timeframe)
+            return charts.venue_symbols(self.settings, timeframe)
         except Exception:  # the table is being created: no symbols yet
-            return []
+            return {}
+
+    def _view_key(self) -> str:
+        return f"{self.exchange}|{self.symbol}|{self.timeframe}"
+
+    def _title(self, bars: pd.DataFrame) -> str:
+        return charts.title_for(self.symbol, self.timeframe, bars, self.exchange)
 
     def _update_symbols(self) -> None:
-        names = self._symbols(self.timeframe)
+        """The pickers' options from Gold: every symbol; the venues that have the symbol shown (a venue that lacks
+        it gives way to the first one that has it)."""
+        pairs = self._venues(self.timeframe)
         current = self.symbol
-        options = sorted(set(names) | ({current} if current else set()))
-        if list(self.symbol_w.options) != options:
+        options = sorted({s for v in pairs.values() for s in v} | ({current} if current else set()))
+        self._set_picker(self.symbol_w, options, current or (options[0] if options else None))
+        have = [ex for ex, v in pairs.items() if self.symbol in v]
+        exchange = self.exchange if self.exchange in have or not have else have[0]
+        self._set_picker(self.exchange_w, sorted(set(have) | ({exchange} if exchange else set())), exchange)
+
+    def _set_picker(self, picker: W.Dropdown, options: list[str], value: str | None) -> None:
+        if list(picker.options) != options or picker.value != value:
             # options first, then value (not under hold_trait_notifications: its deferred validation checks
             # the new value against the old options, which fails when the first symbol appears)
-            self.symbol_w.unobserve(self._on_change, names="value")
+            picker.unobserve(self._on_change, names="value")
             try:
-                self.symbol_w.options = options
-                self.symbol_w.value = current or (options[0] if options else None)
+                picker.options = options
+                picker.value = value
             finally:
-                self.symbol_w.observe(self._on_change, names="value")
+                picker.observe(self._on_change, names="value")
 
     def _on_change(self, _change: Any) -> None:
         self._safely(self.refresh_once)
