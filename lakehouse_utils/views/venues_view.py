@@ -19,6 +19,7 @@ and draws that venue's closes.  :func:`final_venues` is notebook 06's table and 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from . import charts
 from .live_figure import LiveFigure
 from .probe import TableVersions
 from .ui import Loop, Panel, pre
+
+log = logging.getLogger(__name__)
 
 SPREAD = "spread bp"
 PREMIUM, SHARE = "premium bp", "volume share"  # trace names: f"{exchange} {PREMIUM}", f"{exchange} {SHARE}"
@@ -114,8 +117,9 @@ def figure_traces(fig: go.Figure | LiveFigure) -> dict[str, dict[str, list]]:
             for t in plot.data}
 
 
-def summary_text(symbol: str | None, timeframe: str, bars: pd.DataFrame) -> str:
-    """One line: the venues, the spread (last, mean, max in bp) and each venue's share of the volume shown."""
+def summary_text(symbol: str | None, timeframe: str, bars: pd.DataFrame, what: str = "bars") -> str:
+    """One line: the venues, the spread (last, mean, max in bp) and each venue's share of the volume shown
+    (``what`` names the bars counted: "final bars" in notebook 06)."""
     if symbol is None:
         return f"{timeframe}: no symbol in Gold yet"
     bars = one_symbol(bars, symbol)
@@ -123,11 +127,11 @@ def summary_text(symbol: str | None, timeframe: str, bars: pd.DataFrame) -> str:
     if not venues:
         return f"{symbol} {timeframe}: no Gold bars yet"
     if len(venues) == 1:
-        return f"{symbol} {timeframe}: one venue only: {venues[0]} ({len(bars)} bars), no spread between venues"
+        return f"{symbol} {timeframe}: one venue only: {venues[0]} ({len(bars)} {what}), no spread between venues"
     spreads = venue_spreads(bars)
     shares = volume_shares(bars)
     share = ", ".join(f"{r.exchange} {100 * r.share:.1f}%" for r in shares.itertuples())
-    head = f"{symbol} {timeframe}: {len(venues)} venues ({', '.join(venues)}), {len(bars)} bars"
+    head = f"{symbol} {timeframe}: {len(venues)} venues ({', '.join(venues)}), {len(bars)} {what}"
     if spreads.empty:
         return f"{head} | no bar on two venues yet | volume: {share}"
     last = spreads.iloc[-1]
@@ -154,7 +158,7 @@ def final_venues(settings: Settings, symbol: str | None = None, timeframe: str =
     bars = charts.read_bars(settings, timeframe, symbol)
     bars = one_symbol(bars[bars["is_final"].astype(bool)], symbol)
     symbol = symbol or (bars["symbol"].iloc[0] if not bars.empty else None)
-    text = summary_text(symbol, timeframe, bars).replace(" bars", " final bars", 1)
+    text = summary_text(symbol, timeframe, bars, "final bars")
     return VenueReport(symbol, timeframe, bars.reset_index(drop=True), venue_spreads(bars), volume_shares(bars), text,
                        venues_figure(bars, title=f"{symbol} · {timeframe} · final bars, every venue"))
 
@@ -175,7 +179,7 @@ class VenuesView(Panel):
         self.summary = ""
         self.last_error: str | None = None
         self.n_refreshes = self.n_checks = self.n_renewed = 0
-        self.stale_after = settings.chart_stale_after_s
+        self.stale_after = settings.chart_stale_after_s  # LAKEHOUSE_CHART_STALE_AFTER_S
         self._versions = TableVersions()
         self._seen: tuple[Any, ...] | None = None
         self._lock = threading.RLock()
@@ -289,7 +293,7 @@ class VenuesView(Panel):
                 if self.gold_version() != self._seen or self.figure.stale(self.stale_after):
                     self.refresh_once()
             except Exception:  # shown in the status line, retried on the next tick
-                pass
+                log.exception("venues view refresh failed")
 
     def _renew_figure(self) -> None:
         """A new chart widget in place of one the browser stopped drawing (see LiveFigure.stale)."""
