@@ -237,6 +237,9 @@ def test_live_chart_follows_gold_when_the_page_drops_its_updates(tmp_path: Path)
                 lab.wait_idle()
                 lab.run_all()  # Gold is empty: the chart starts with "no Gold bars yet"
                 lab.notebook.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+                # Run All ends at the venues view, below the chart: JupyterLab renders only the cells in view
+                # (an output scrolled away has no text), so bring the chart and its status line back
+                lab.notebook.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
                 time.sleep(3)
                 assert chart_candles(page, lab.notebook)["final"] == 0
                 assert any("Failed to initialize model" in m for m in page.console), "the fault was not injected"

@@ -154,6 +154,9 @@ def test_papermill_injects_the_parameters(hour, kafka: LocalKafka, tmp_path: Pat
     assert " refreshes, the last took " in live  # run_seconds > 0: the bounded cell ran
     assert "last bar: 2019-07-01 00:59 UTC open=10985.1 high=11041.8 low=10985.1 close=11014.3 (forming)" in live
     assert (settings.reports / "candles_1m.html").stat().st_size > 1_000_000
+    # the hour has one venue: the venues view (05) and the venues section (06) say so, and nothing breaks
+    assert "BTC/USD 1m: one venue only: kraken (60 bars), no spread between venues" in live
+    assert "BTC/USD 1m: one venue only: kraken (" in alerts and " final bars), no spread between venues" in alerts
     # the hour's own finality (the demo's idle finalizer closes more bars than notebook 04 does)
     bars = read_bars(settings, "1m")
     assert f"{len(bars)} bars, {int(bars.is_final.sum())} final" in alerts

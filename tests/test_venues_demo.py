@@ -18,6 +18,7 @@ from lakehouse_utils.layers.gold_tables import bars_path
 from lakehouse_utils.ops.check import check
 from lakehouse_utils.ops.demo import run_demo
 from lakehouse_utils.sources.recording import read_recording
+from lakehouse_utils.views.venues_view import final_venues
 
 pytestmark = pytest.mark.slow
 FRAMES = {"1m": "1min", "5m": "5min", "1h": "1h"}
@@ -78,6 +79,13 @@ def test_three_venues_demo_gold_per_venue_equals_bars_from_each_recording(kafka:
     # the same hour: the venues' bars agree with each other too (the taker rules undo each venue's encoding)
     hour = DeltaTable(str(bars_path(settings, "1h"))).to_pandas().set_index("exchange")
     assert hour[["open", "close", "buy_volume", "trades"]].nunique().tolist() == [1, 1, 1, 1]
+
+    # the venues view on final bars: BTC/USD on kraken and coinbase (binance quotes BTC/USDT), the same prices and
+    # volumes on both (the re-encoded hour), so every bar's spread is 0 bp and each venue has half the volume
+    report = final_venues(settings, "BTC/USD", "1m")
+    assert sorted(report.bars["exchange"].unique()) == ["coinbase", "kraken"] and len(report.spreads) >= 50
+    assert (report.spreads["spread_bp"] == 0).all() and report.shares["share"].tolist() == pytest.approx([0.5, 0.5])
+    assert final_venues(settings, "BTC/USDT", "1m").summary.startswith("BTC/USDT 1m: one venue only: binance (")
 
     verdict = check(settings)
     assert verdict.ok, verdict.summary()

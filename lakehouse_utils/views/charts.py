@@ -100,13 +100,14 @@ def _to_utc_timestamp(value: datetime | str | pd.Timestamp) -> pd.Timestamp:
 
 
 def read_bars(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m", symbol: str | None = None,
-              window: int | None = None, since: datetime | str | pd.Timestamp | None = None) -> pd.DataFrame:
-    """Gold bars as pandas, sorted by ``bar_start`` (then ``symbol``), times tz-aware UTC.
+              window: int | None = None, since: datetime | str | pd.Timestamp | None = None,
+              exchange: str | None = None) -> pd.DataFrame:
+    """Gold bars as pandas, sorted by ``bar_start`` (then ``symbol``, ``exchange``), times tz-aware UTC.
 
-    ``symbol`` keeps one symbol (a partition filter, so other symbols' files are not read); ``since``
-    keeps bars with ``bar_start >= since`` (pruned by the ``bar_date`` partition first); ``window`` keeps
-    the last N bars of each symbol.  The forming bar(s) (``is_final = false``) are included.  A missing
-    table gives an empty frame with the Gold columns.
+    ``symbol`` keeps one symbol and ``exchange`` one venue (filters pushed down to the Parquet files' statistics);
+    ``since`` keeps bars with ``bar_start >= since`` (pruned by the ``bar_date`` partition first); ``window``
+    keeps the last N bars of each (exchange, symbol).  The forming bar(s) (``is_final = false``) are included.
+    A missing table gives an empty frame with the Gold columns.
     """
     path = table_path(settings_or_gold_dir, timeframe)
     if not table_exists(path):
@@ -114,31 +115,66 @@ def read_bars(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m"
     filters: list[tuple[str, str, Any]] = []
     if symbol is not None:
         filters.append(("symbol", "=", symbol))
+    if exchange is not None:
+        filters.append(("exchange", "=", exchange))
     since_ts = None if since is None else _to_utc_timestamp(since)
     if since_ts is not None:
         filters.append(("bar_date", ">=", since_ts.date()))
-    df = open_table(path).to_pandas(columns=BAR_COLUMNS, filters=filters or None)
+    df = _read_filtered(open_table(path), filters)
     if df.empty:
         return empty_bars()
     for c in _TIME_COLUMNS:
         df[c] = utc(df[c])
     if since_ts is not None:
         df = df[df["bar_start"] >= since_ts]
-    df = df.sort_values(["bar_start", "symbol"], kind="stable")
+    df = df.sort_values(["bar_start", "symbol", "exchange"], kind="stable")
     if window is not None:
-        df = df.groupby("symbol", sort=False).tail(int(window))
+        df = df.groupby(["exchange", "symbol"], sort=False).tail(int(window))
     return df.reset_index(drop=True)
 
 
-def symbols(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m") -> list[str]:
-    """The symbols present in a Gold table (from its partition values: no data file is read)."""
+def venue_symbols(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m") -> dict[str, list[str]]:
+    """``{exchange: [symbols]}`` of a Gold table, both sorted (only these two columns are read)."""
     path = table_path(settings_or_gold_dir, timeframe)
     if not table_exists(path):
-        return []
-    dt = open_table(path)
-    if "symbol" in dt.metadata().partition_columns:
-        return sorted({p["symbol"] for p in dt.partitions() if p.get("symbol") is not None})
-    return sorted(dt.to_pandas(columns=["symbol"])["symbol"].dropna().unique())
+        return {}
+    pairs = open_table(path).to_pandas(columns=["exchange", "symbol"]).dropna().drop_duplicates()
+    return {ex: sorted(g["symbol"]) for ex, g in sorted(pairs.groupby("exchange"), key=lambda kv: kv[0])}
+
+
+def _read_filtered(dt: Any, filters: list[tuple[str, str, Any]]) -> pd.DataFrame:
+    """``dt``'s Gold columns with ``filters`` pushed down to the files.
+
+    A table whose files disagree on the string type (delta-rs's MERGE writes ``string_view``, Spark and the first
+    write ``string``) makes pyarrow refuse a string comparison ("no kernel matching input types (string,
+    string_view)"): then the string filters are applied in pandas instead, on the same snapshot.
+    """
+    import pyarrow as pa
+
+    try:
+        return dt.to_pandas(columns=BAR_COLUMNS, filters=filters or None)
+    except pa.ArrowNotImplementedError:
+        pushed = [f for f in filters if not isinstance(f[2], str)]
+        df = dt.to_pandas(columns=BAR_COLUMNS, filters=pushed or None)
+        for column, _, value in (f for f in filters if isinstance(f[2], str)):
+            df = df[df[column] == value]
+        return df
+
+
+def symbols(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m",
+            exchange: str | None = None) -> list[str]:
+    """The symbols present in a Gold table, on every venue or on ``exchange`` only."""
+    pairs = venue_symbols(settings_or_gold_dir, timeframe)
+    if exchange is not None:
+        return pairs.get(exchange, [])
+    return sorted({s for names in pairs.values() for s in names})
+
+
+def exchanges(settings_or_gold_dir: Settings | str | Path, timeframe: str = "1m",
+              symbol: str | None = None) -> list[str]:
+    """The venues (``exchange``) present in a Gold table, all of them or those that have ``symbol``."""
+    return [ex for ex, names in venue_symbols(settings_or_gold_dir, timeframe).items()
+            if symbol is None or symbol in names]
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -155,9 +191,10 @@ def _x(series: pd.Series) -> list:
 def _one_symbol(bars: pd.DataFrame) -> pd.DataFrame:
     if bars is None or bars.empty:
         return empty_bars()
-    names = bars["symbol"].dropna().unique()
-    if len(names) > 1:  # a candle chart shows one symbol: keep the first one
-        bars = bars[bars["symbol"] == sorted(names)[0]]
+    for column in ("symbol", "exchange"):  # a candle chart shows one symbol of one venue: keep the first one
+        names = bars[column].dropna().unique() if column in bars else []
+        if len(names) > 1:
+            bars = bars[bars[column] == sorted(names)[0]]
     return bars.sort_values("bar_start", kind="stable")
 
 
@@ -283,18 +320,21 @@ def write_html(fig: go.Figure | LiveFigure, path: str | Path) -> Path:
     return path
 
 
-def title_for(symbol: str | None, timeframe: str, bars: pd.DataFrame) -> str:
+def title_for(symbol: str | None, timeframe: str, bars: pd.DataFrame, exchange: str | None = None) -> str:
+    """'BTC/USD · 1m · kraken · 60 bars · last ... close ... (forming)' (the venue when given)."""
+    where = f"{symbol or 'no symbol'} · {timeframe}" + (f" · {exchange}" if exchange else "")
     if bars.empty:
-        return f"{symbol or 'no symbol'} · {timeframe} · no Gold bars yet"
+        return f"{where} · no Gold bars yet"
     last = bars.iloc[-1]
     state = "final" if bool(last["is_final"]) else "forming"
-    return (f"{symbol} · {timeframe} · {len(bars)} bars · last {last['bar_start']:%Y-%m-%d %H:%M} UTC "
+    return (f"{where} · {len(bars)} bars · last {last['bar_start']:%Y-%m-%d %H:%M} UTC "
             f"close {last['close']:g} ({state})")
 
 
 def report_candles(settings: Settings, path: str | Path | None = None, timeframe: str = "1m",
-                   symbol: str | None = None, window: int | None = None) -> Path:
-    """``<data>/reports/candles.html``: the first symbol's bars with the alerts Gold raised on them.
+                   symbol: str | None = None, window: int | None = None, exchange: str | None = None) -> Path:
+    """``<data>/reports/candles.html``: the first symbol's bars (on ``exchange``, by default the first venue that
+    has the symbol) with the alerts Gold raised on them.
 
     The alerts are read from the alerts table (the pipeline raises them; a chart computes none).  An empty or
     missing Gold gives a page with an empty chart, never an error.
@@ -306,19 +346,23 @@ def report_candles(settings: Settings, path: str | Path | None = None, timeframe
     try:
         names = symbols(settings, timeframe)
         symbol = symbol or (names[0] if names else None)
-        bars = read_bars(settings, timeframe, symbol=symbol) if symbol else empty_bars()
+        if symbol and exchange is None:
+            exchange = next(iter(exchanges(settings, timeframe, symbol)), None)
+        bars = read_bars(settings, timeframe, symbol=symbol, exchange=exchange) if symbol else empty_bars()
         if window is not None:
             bars = bars.tail(window)
         if not bars.empty:
-            alerts = analytics.read_alerts(settings, symbol, timeframe, since=bars["bar_start"].iloc[0])
+            alerts = analytics.read_alerts(settings, symbol, timeframe, exchange=exchange,
+                                           since=bars["bar_start"].iloc[0])
     except Exception as exc:  # the report must not break the demo
         log.warning("candles report: cannot read Gold (%s)", exc)
         bars = empty_bars()
-    fig = candles_figure(bars, alerts, title=title_for(symbol, timeframe, bars))
+    fig = candles_figure(bars, alerts, title=title_for(symbol, timeframe, bars, exchange))
     return write_html(fig, path)
 
 
 __all__: Sequence[str] = [
-    "BAR_COLUMNS", "STALE_AFTER_S", "TIMEFRAMES", "LiveFigure", "candles_figure", "figure_alerts", "figure_bars",
-    "read_bars", "report_candles", "symbols", "trace_data", "update_figure", "write_html",
+    "BAR_COLUMNS", "STALE_AFTER_S", "TIMEFRAMES", "LiveFigure", "candles_figure", "exchanges", "figure_alerts",
+    "figure_bars", "read_bars", "report_candles", "symbols", "trace_data", "update_figure", "venue_symbols",
+    "write_html",
 ]

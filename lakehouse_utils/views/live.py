@@ -6,7 +6,8 @@
 it changed it reads the newest bars and the alerts Gold raised on them (the table ``<gold>/alerts``: the chart only
 reads alerts, the pipeline raises them with its own thresholds, see ``layers/gold_alerts.py``), refills the traces
 with :func:`charts.update_figure`, which sends the whole figure (the browser keeps zoom and pan); a chart widget
-the browser stopped drawing is replaced by a new one.  Controls: symbol, timeframe, window (bars shown),
+the browser stopped drawing is replaced by a new one.  Controls: symbol, exchange (the venue: one chart shows one
+venue's bars; :class:`~lakehouse_utils.views.venues_view.VenuesView` compares them), timeframe, window (bars shown),
 refresh interval, pause / resume, and which kinds of alert are shown.  No Spark: it works in a kernel of its
 own while the streaming queries run in other kernels (or in the same one), because Delta readers see committed
 snapshots.
@@ -24,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
@@ -34,6 +34,7 @@ from ..config import Settings
 from . import analytics, charts
 from .alerts import alerts_html
 from .pipeline_status import PipelineStatus, delta_count, table_counts, topic_offsets
+from .probe import TableVersions
 from .ui import Loop, Panel, pre
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,10 @@ ALL_KINDS = "all kinds"
 
 
 class LiveCandles(Panel):
-    """A live candlestick chart of one symbol's Gold bars with alert markers.
+    """A live candlestick chart of one symbol's Gold bars on one venue (``exchange``) with alert markers.
+
+    ``exchange=None`` takes the first venue (in name order) that has the symbol; picking a symbol that venue lacks
+    moves the exchange picker to the first venue that has it.
 
     ``refresh_once()`` does one refresh (returns the number of bars shown); the background thread calls it
     when the version of Gold's table or of the alerts table (looked at every ``refresh`` seconds) or a control
@@ -55,7 +59,6 @@ class LiveCandles(Panel):
         if timeframe not in charts.TIMEFRAMES:
             raise ValueError(f"timeframe {timeframe!r}: expected one of {', '.join(charts.TIMEFRAMES)}")
         self.settings = settings
-        self.exchange = exchange
         self.bars = charts.empty_bars()
         self.alerts = analytics.empty_alerts()
         self.last_refresh_seconds: float | None = None
@@ -64,17 +67,22 @@ class LiveCandles(Panel):
         self.n_refreshes = 0
         self.n_checks = 0  # looks at Gold's version (the refreshes happen when it changed)
         self._seen: tuple[Any, ...] | None = None  # what the last refresh showed: Gold's versions, the controls
-        self._known: dict[Path, int] = {}  # each table's version seen last (the next look probes from there on)
+        self._versions = TableVersions()  # each table's version seen last (the next look probes from there on)
         self.n_renewed = 0  # chart widgets replaced because the browser stopped drawing them
         self.stale_after = settings.chart_stale_after_s  # LAKEHOUSE_CHART_STALE_AFTER_S
         self._lock = threading.RLock()
         self._loop: Loop | None = None
         self._closed = False
 
-        names = self._symbols(timeframe)
+        pairs = self._venues(timeframe)
+        names = sorted({s for v in pairs.values() for s in v})
         symbol = symbol or (names[0] if names else None)
+        have = [ex for ex, v in pairs.items() if symbol in v]
+        exchange = exchange if exchange in have or not have else have[0]
         self.symbol_w = W.Dropdown(options=sorted(set(names) | ({symbol} if symbol else set())), value=symbol,
                                    description="symbol", layout={"width": "220px"})
+        self.exchange_w = W.Dropdown(options=sorted(set(have) | ({exchange} if exchange else set())),
+                                     value=exchange, description="exchange", layout={"width": "220px"})
         self.timeframe_w = W.Dropdown(options=list(charts.TIMEFRAMES), value=timeframe, description="timeframe",
                                       layout={"width": "180px"})
         self.window_w = W.BoundedIntText(value=window, min=5, max=100_000, step=10, description="bars",
@@ -91,7 +99,7 @@ class LiveCandles(Panel):
                                                                     "Gold does, with the pipeline's thresholds)")
         self.status_w = W.HTML(pre("not refreshed yet"))
         self.alerts_w = W.HTML(alerts_html(self.alerts))  # not in .widget: the dashboard shows it apart
-        for w in (self.symbol_w, self.timeframe_w, self.window_w, self.kind_w):
+        for w in (self.symbol_w, self.exchange_w, self.timeframe_w, self.window_w, self.kind_w):
             w.observe(self._on_change, names="value")
         self.refresh_w.observe(lambda _: self._loop and self._loop.poke(), names="value")
         self.pause_w.observe(self._on_pause, names="value")
@@ -101,10 +109,11 @@ class LiveCandles(Panel):
             bars, alerts = self._read()
         except Exception:  # the first refresh below shows why
             bars, alerts = charts.empty_bars(), analytics.empty_alerts()
-        self.figure = charts.candles_figure(bars, alerts, title=charts.title_for(self.symbol, timeframe, bars),
-                                            widget=True, height=height)
+        self.figure = charts.candles_figure(bars, alerts, title=self._title(bars), widget=True, height=height)
+        self.figure.fig.layout.uirevision = self._view_key()
         self.widget = W.VBox([
-            W.HBox([self.symbol_w, self.timeframe_w, self.window_w, self.refresh_w, self.pause_w, self.refresh_b]),
+            W.HBox([self.symbol_w, self.exchange_w, self.timeframe_w, self.window_w, self.refresh_w, self.pause_w,
+                    self.refresh_b]),
             W.HBox([W.HTML("<b>alerts</b> raised by the pipeline&nbsp;"), self.kind_w]),
             self.figure,
             self.status_w,
@@ -117,6 +126,10 @@ class LiveCandles(Panel):
     @property
     def symbol(self) -> str | None:
         return self.symbol_w.value
+
+    @property
+    def exchange(self) -> str | None:
+        return self.exchange_w.value
 
     @property
     def timeframe(self) -> str:
@@ -142,15 +155,8 @@ class LiveCandles(Panel):
     def gold_version(self) -> tuple[Any, ...]:
         """What decides whether a refresh would show something new: the versions of the chosen timeframe's table
         and of the alerts table, and the controls (a few file probes: no table is read)."""
-        from ..layers.follow import latest_version
-
-        tables = (charts.table_path(self.settings, self.timeframe), self.settings.alerts_table)
-        for table in tables:  # per table: a timeframe picked later starts from its own version
-            known = self._known.get(table, -1)
-            if known >= 0 and not (table / "_delta_log" / f"{known:020d}.json").exists():
-                known = -1  # the table was made anew (lakehouse reset): look from its start
-            self._known[table] = latest_version(table, known)
-        return (*(self._known[t] for t in tables), self.symbol, self.timeframe, self.window, self.kind_w.value)
+        versions = self._versions.look((charts.table_path(self.settings, self.timeframe), self.settings.alerts_table))
+        return (*versions, self.symbol, self.exchange, self.timeframe, self.window, self.kind_w.value)
 
     def refresh_once(self) -> int:
         """Read Gold's bars and the stored alerts on them, update the figure in place; returns the bars shown."""
@@ -159,8 +165,9 @@ class LiveCandles(Panel):
             try:
                 seen = self.gold_version()
                 bars, alerts = self._read()
-                charts.update_figure(self.figure, bars, alerts, title=charts.title_for(self.symbol, self.timeframe,
-                                                                                       bars))
+                # another venue, symbol or timeframe: a new view (zoom and pan reset), nothing of the last one kept
+                self.figure.fig.layout.uirevision = self._view_key()
+                charts.update_figure(self.figure, bars, alerts, title=self._title(bars))
                 if self.figure.stale(self.stale_after):
                     self._renew_figure()
                 self.bars, self.alerts, self._seen = bars, alerts, seen
@@ -181,7 +188,8 @@ class LiveCandles(Panel):
         """Gold's last bars of the chosen symbol and timeframe, and the stored alerts on them."""
         self._update_symbols()
         symbol, tf = self.symbol, self.timeframe
-        bars = charts.read_bars(self.settings, tf, symbol, self.window) if symbol else charts.empty_bars()
+        bars = (charts.read_bars(self.settings, tf, symbol, self.window, exchange=self.exchange) if symbol
+                else charts.empty_bars())
         if bars.empty:
             return bars, analytics.empty_alerts()
         alerts = analytics.read_alerts(self.settings, symbol=symbol, timeframe=tf, exchange=self.exchange,
@@ -205,7 +213,7 @@ class LiveCandles(Panel):
             last = self.bars.iloc[-1]
             head = (f"{self.symbol} {self.timeframe}: {len(self.bars)} bars, last {last['bar_start']:%H:%M} UTC "
                     f"O={last['open']:g} H={last['high']:g} L={last['low']:g} C={last['close']:g} "
-                    f"({'final' if last['is_final'] else 'forming'})")
+                    f"({'final' if last['is_final'] else 'forming'}) on {self.exchange}")
         took = f"{1000 * self.last_refresh_seconds:.0f} ms" if self.last_refresh_seconds is not None else "-"
         at = f"{self.last_refreshed_at:%H:%M:%S}" if self.last_refreshed_at else "-"
         renewed = f" | chart re-sent {self.n_renewed}x" if self.n_renewed else ""
@@ -276,25 +284,39 @@ class LiveCandles(Panel):
         log.warning("live chart: the browser stopped drawing it; sent a new chart widget (%d so far)",
                     self.n_renewed)
 
-    def _symbols(self, timeframe: str) -> list[str]:
+    def _venues(self, timeframe: str) -> dict[str, list[str]]:
         try:
-            return charts.symbols(self.settings, timeframe)
+            return charts.venue_symbols(self.settings, timeframe)
         except Exception:  # the table is being created: no symbols yet
-            return []
+            return {}
+
+    def _view_key(self) -> str:
+        return f"{self.exchange}|{self.symbol}|{self.timeframe}"
+
+    def _title(self, bars: pd.DataFrame) -> str:
+        return charts.title_for(self.symbol, self.timeframe, bars, self.exchange)
 
     def _update_symbols(self) -> None:
-        names = self._symbols(self.timeframe)
+        """The pickers' options from Gold: every symbol; the venues that have the symbol shown (a venue that lacks
+        it gives way to the first one that has it)."""
+        pairs = self._venues(self.timeframe)
         current = self.symbol
-        options = sorted(set(names) | ({current} if current else set()))
-        if list(self.symbol_w.options) != options:
+        options = sorted({s for v in pairs.values() for s in v} | ({current} if current else set()))
+        self._set_picker(self.symbol_w, options, current or (options[0] if options else None))
+        have = [ex for ex, v in pairs.items() if self.symbol in v]
+        exchange = self.exchange if self.exchange in have or not have else have[0]
+        self._set_picker(self.exchange_w, sorted(set(have) | ({exchange} if exchange else set())), exchange)
+
+    def _set_picker(self, picker: W.Dropdown, options: list[str], value: str | None) -> None:
+        if list(picker.options) != options or picker.value != value:
             # options first, then value (not under hold_trait_notifications: its deferred validation checks
             # the new value against the old options, which fails when the first symbol appears)
-            self.symbol_w.unobserve(self._on_change, names="value")
+            picker.unobserve(self._on_change, names="value")
             try:
-                self.symbol_w.options = options
-                self.symbol_w.value = current or (options[0] if options else None)
+                picker.options = options
+                picker.value = value
             finally:
-                self.symbol_w.observe(self._on_change, names="value")
+                picker.observe(self._on_change, names="value")
 
     def _on_change(self, _change: Any) -> None:
         self._safely(self.refresh_once)
