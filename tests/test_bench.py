@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +84,11 @@ def test_bench_quick_runs_every_measurement_in_make_bench_order(tmp_path: Path) 
     stale = out / "runs" / "partitions" / "catchup-layers" / "checkpoints" / "kafka_to_bronze_trades"
     stale.mkdir(parents=True)  # a leftover of an earlier run: each measurement starts from a new data dir
     (stale / "metadata").write_text('{"id":"0"}\n')
-    proc = subprocess.run([sys.executable, "-m", "lakehouse_utils.bench", "--data-dir", str(out), "--quick"],
-                          capture_output=True, text=True, timeout=2400)
+    # a relative --data-dir, as make bench passes it (data/bench): kernels and JupyterLab run elsewhere, so every
+    # path the bench hands them must be absolute (a relative one once doubled into .../notebooks/data/bench/...)
+    proc = subprocess.run([sys.executable, "-m", "lakehouse_utils.bench", "--data-dir", "bench", "--quick"],
+                          capture_output=True, text=True, timeout=2400, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "latest.json").read_text())
     assert list(report["seconds"]) == list(MEASUREMENTS)  # all of them, in make bench's order

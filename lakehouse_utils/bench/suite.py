@@ -271,6 +271,7 @@ def table(results: dict[str, Any]) -> str:
 
 def run(root: Path, only: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()  # kernels, JupyterLab and the engine run in other directories: hand them absolute paths
     for sub in ("runs", "logs", "kafka"):
         shutil.rmtree(root / sub, ignore_errors=True)
     kafka = LocalKafka(root / "kafka", free_port_pair())
