@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lakehouse_utils.bench.latency import latencies
+from lakehouse_utils.bench.latency import latencies, venue_key
 from lakehouse_utils.bench.pixels import pixel_latencies
 from lakehouse_utils.bench.suite import MEASUREMENTS, QUICK_WITHOUT, TARGETS, table
 
 
 def test_latency_per_trade_from_counts_seen_by_the_reader() -> None:
     arrivals = pd.DataFrame({
-        "symbol": ["A", "A", "B", "A", "B"], "trade_id": ["1", "2", "1", "3", "2"], "partition": 0,
+        "key": ["A", "A", "B", "A", "B"], "trade_id": ["1", "2", "1", "3", "2"], "partition": 0,
         "offset": [0, 1, 2, 3, 4], "append_s": [100.0, 100.5, 101.0, 102.0, 102.5]})
     polls = [{"t": 99.0, "start": True}, {"t": 101.2, "counts": {"A": 2}}, {"t": 101.4, "counts": {"A": 2, "B": 1}},
              {"t": 104.0, "counts": {"A": 3, "B": 1}}]
@@ -26,6 +26,20 @@ def test_latency_per_trade_from_counts_seen_by_the_reader() -> None:
     assert sorted(round(x, 2) for x in r.seconds) == [0.4, 0.7, 1.2, 2.0]  # A1 1.2, A2 0.7, B1 0.4, A3 2.0
     assert (r.trades, r.unseen) == (5, 1)  # B2 never counted
     assert latencies(arrivals, polls, since=101.5).summary()["seen"] == 1  # only A3 left after the warm-up
+
+
+def test_latency_keeps_venues_of_one_symbol_apart() -> None:
+    """Three venues replay one hour: the same symbol and trade ids on each. Each venue's trades are ranked against
+    that venue's Gold count, and none is taken for another venue's duplicate."""
+    arrivals = pd.DataFrame({
+        "key": [venue_key(ex, "btc/usd") for ex in ("kraken", "coinbase", "kraken", "binance")],
+        "trade_id": ["7", "7", "8", "7"], "partition": 0, "offset": [0, 1, 2, 3],
+        "append_s": [100.0, 100.0, 100.5, 101.0]})
+    polls = [{"t": 100.8, "counts": {"kraken|BTC/USD": 1, "coinbase|BTC/USD": 1}},
+             {"t": 102.0, "counts": {"kraken|BTC/USD": 2, "coinbase|BTC/USD": 1, "binance|BTC/USD": 1}}]
+    r = latencies(arrivals, polls)
+    assert sorted(round(x, 2) for x in r.seconds) == [0.8, 0.8, 1.0, 1.5]
+    assert (r.trades, r.unseen) == (4, 0)
 
 
 def test_trade_on_screen_when_its_candle_shows_its_rank() -> None:
@@ -100,6 +114,10 @@ def test_bench_quick_runs_every_measurement_in_make_bench_order(tmp_path: Path) 
     assert report["details"]["e2e"]["latency"]["seen"] > 20
     assert 500 < results["peak_rss_mb"] < 8000 and results["chart_refresh_ms_500_bars"] > 0
     assert report["details"]["e2e"]["alerts"]["alerts"] > 0 and 0 < results["alert_latency_s"] < 60
+    venues = report["details"]["venues"]  # three replay servers at once, each venue's trades ranked on its own
+    assert venues["feed"] == "kraken+coinbase+binance x18" and venues["latency"]["seen"] > 100
+    assert 20 < venues["trades_per_s"] < 80  # ~40 trades/s, the three venues together
+    assert 0 < results["e2e_latency_p50_s_3venues"] <= results["e2e_latency_p95_s_3venues"] < 120
     catchup = report["details"]["partitions"]  # the layer-by-layer catch-up ran on its own topic and tables
     assert catchup["1p"]["trades"] == catchup["3p"]["trades"] == 5_000
     assert not (out / "runs" / "partitions" / "catchup-layers" / "checkpoints" / "kafka_to_bronze_trades"

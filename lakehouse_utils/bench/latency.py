@@ -9,10 +9,10 @@ Two independent observers, neither inside the process under test:
   reads ``gold/bars_1m`` with ``deltalake`` every ``interval`` seconds, exactly as the live chart does, and
   logs the wall time whenever a symbol's trade count changes.
 
-Per symbol, trades enter Gold in offset order (one partition per symbol key, Silver keeps offset order), so
-when a symbol's count goes from ``a`` to ``b`` at time ``t``, its trades ranked ``a+1 .. b`` became visible at
-``t``: :func:`latencies` gives each trade ``t - append_time``.  A trade never counted (late, quarantined,
-still in flight at the end) has no latency and is reported as ``unseen``.
+Per venue and symbol (``exchange|symbol``, the topic's key), trades enter Gold in offset order (one partition per
+key, Silver keeps offset order), so when a key's count goes from ``a`` to ``b`` at time ``t``, its trades ranked
+``a+1 .. b`` became visible at ``t``: :func:`latencies` gives each trade ``t - append_time``.  A trade never
+counted (late, quarantined, still in flight at the end) has no latency and is reported as ``unseen``.
 """
 
 from __future__ import annotations
@@ -41,14 +41,20 @@ def stamped_topic(bootstrap: str, topic: str) -> str:
     return topic
 
 
+def venue_key(exchange: object, symbol: object) -> str:
+    """How the bench names one venue's symbol: ``kraken|BTC/USD`` (several venues trade one symbol)."""
+    return f"{exchange or ''}|{str(symbol).upper()}"
+
+
 def gold_trade_counts(gold_dir: str | Path) -> dict[str, int]:
-    """Trades per symbol in the 1-minute Gold bars, as a ``deltalake`` reader (the chart) sees them."""
+    """Trades per venue and symbol (:func:`venue_key`) in the 1-minute Gold bars, as a ``deltalake`` reader (the
+    chart) sees them."""
     from ..views.charts import read_bars
 
     bars = read_bars(gold_dir, "1m")
     if bars.empty:
         return {}
-    return {str(k): int(v) for k, v in bars.groupby("symbol")["trades"].sum().items()}
+    return {venue_key(ex, sym): int(v) for (ex, sym), v in bars.groupby(["exchange", "symbol"])["trades"].sum().items()}
 
 
 def poll_gold(gold_dir: str | Path, out: str | Path, interval: float = 0.2, stop_file: str | Path | None = None,
@@ -109,14 +115,15 @@ class GoldPoller:
 
 
 def kafka_arrivals(bootstrap: str, topic: str, timeout: float = 10.0) -> pd.DataFrame:
-    """One row per distinct trade of ``topic``: symbol, trade_id, partition, offset, append time (s), event time."""
+    """One row per distinct trade of ``topic``: symbol, trade_id, partition, offset, append time (s), event time,
+    and ``key`` (:func:`venue_key`)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from ..kafka.kafka_conf import make_client, metadata
 
     consumer, errors = make_client(Consumer, bootstrap, **{"group.id": f"bench-{os.getpid()}",
                                                            "enable.auto.commit": False, "enable.partition.eof": True})
-    rows: list[tuple[str, str, int, int, float, str]] = []
+    rows: list[tuple[str, str, int, int, float, str, str]] = []
     try:
         meta = metadata(consumer, errors, bootstrap, timeout, topic).topics[topic]
         parts = sorted(meta.partitions)
@@ -131,15 +138,16 @@ def kafka_arrivals(bootstrap: str, topic: str, timeout: float = 10.0) -> pd.Data
                 try:
                     value = json.loads(msg.value())
                     rows.append((str(value["symbol"]).upper(), str(value["trade_id"]), msg.partition(),
-                                 msg.offset(), msg.timestamp()[1] / 1000.0, str(value.get("event_time"))))
+                                 msg.offset(), msg.timestamp()[1] / 1000.0, str(value.get("event_time")),
+                                 venue_key(value.get("exchange"), value["symbol"])))
                 except (ValueError, KeyError, TypeError):
                     pass  # junk: quarantined by Silver, never in Gold
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     todo.discard(msg.partition())
     finally:
         consumer.close()
-    df = pd.DataFrame(rows, columns=["symbol", "trade_id", "partition", "offset", "append_s", "event_time"])
-    return df.sort_values(["partition", "offset"]).drop_duplicates(["symbol", "trade_id"]).reset_index(drop=True)
+    df = pd.DataFrame(rows, columns=["symbol", "trade_id", "partition", "offset", "append_s", "event_time", "key"])
+    return df.sort_values(["partition", "offset"]).drop_duplicates(["key", "trade_id"]).reset_index(drop=True)
 
 
 @dataclass
@@ -165,12 +173,12 @@ def latencies(arrivals: pd.DataFrame, polls: list[dict], since: float | None = N
     out: list[np.ndarray] = []
     unseen = 0
     changes = [r for r in polls if "counts" in r]
-    for symbol, trades in arrivals.groupby("symbol", sort=False):
+    for key, trades in arrivals.groupby("key", sort=False):
         appended = trades.sort_values(["partition", "offset"])["append_s"].to_numpy()
         visible_at = np.full(len(appended), np.nan)
         seen = 0
         for r in changes:
-            n = min(int(r["counts"].get(symbol, 0)), len(appended))
+            n = min(int(r["counts"].get(key, 0)), len(appended))
             if n > seen:
                 visible_at[seen:n] = r["t"]
                 seen = n

@@ -102,17 +102,20 @@ class LiveRun:
 
 
 def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = "demo", source: str = "replay",
-             speed: str = "20", pairs: list[str] | None = None, feed_seconds: float = 190.0,
+             venues: list[str] | None = None, speed: str = "20", pairs: list[str] | None = None,
+             feed_seconds: float = 190.0,
              tail_seconds: float = 20.0, warmup_s: float = 0.0, trigger: str | None = None,
              extra_env: dict[str, str] | None = None, n_trades: int | None = None) -> LiveRun:
-    """Feed ``source`` for ``feed_seconds`` into a new topic, run the pipeline as ``flow`` does, measure."""
-    name = f"{flow}-{source}-{speed}".replace("/", "").replace(".", "_")
+    """Feed ``source`` (or each of ``venues``' replays at once) for ``feed_seconds`` into a new topic, run the
+    pipeline as ``flow`` does, measure."""
+    name = f"{flow}-{'-'.join(venues) if venues else source}-{speed}".replace("/", "").replace(".", "_")
     data = root / name
     shutil.rmtree(data, ignore_errors=True)
     topic = f"bench.{name}"
     stamped_topic(bootstrap, topic)
     common = ["--data-dir", str(data), "--bootstrap", bootstrap, "--topic", topic]
-    feed = ["--source", source, "--speed", speed, *sum((["--pair", p] for p in pairs or []), [])]
+    feed = (["--venues", ",".join(venues)] if venues else ["--source", source]) + \
+        ["--speed", speed, *sum((["--pair", p] for p in pairs or []), [])]
     env = dict(extra_env or {})
     alerts_topic = env.setdefault("LAKEHOUSE_ALERTS_TOPIC", f"{topic}.alerts")
     stamped_alerts_topic(bootstrap, alerts_topic)
@@ -154,7 +157,7 @@ def live_run(root: Path, bootstrap: str, broker_pid: int | None, *, flow: str = 
     arrivals = kafka_arrivals(bootstrap, topic)
     since = (arrivals["append_s"].min() + warmup_s) if warmup_s and len(arrivals) else None
     lat = latencies(arrivals, polls, since=since)
-    return LiveRun(flow, f"{source} x{speed}", wall, peak, lat.summary(),
+    return LiveRun(flow, f"{'+'.join(venues) if venues else source} x{speed}", wall, peak, lat.summary(),
                    latency_with_cold_start=latencies(arrivals, polls).summary(),
                    alerts=alert_latencies(data / "gold", topic_alerts(bootstrap, alerts_topic)),
                    logs=[str(p) for p in sorted(logs.glob(f"{name}.*"))])
