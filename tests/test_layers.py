@@ -335,3 +335,19 @@ def test_delta_rs_commits_carry_the_version_checksum_spark_would_write(spark, tm
     assert theirs["numFiles"] == 3 and theirs["protocol"] == ours["protocol"]
     assert theirs["metadata"]["id"] == ours["metadata"]["id"]
     assert theirs["tableSizeBytes"] == sum(f.stat().st_size for f in path.rglob("*.parquet"))
+
+
+def test_the_engine_warm_up_is_a_valid_kafka_row_built_in_the_jvm(spark) -> None:
+    """The shared engine's warm-up batch: the Kafka source's columns and types, a trade Silver accepts, and no
+    Python rows shipped to workers (``createDataFrame`` of a list did: a ``pyspark.daemon`` the engine kept)."""
+    from lakehouse_utils.engine.host import warm_up_rows
+    from lakehouse_utils.layers.pipeline import rows_for_layers
+
+    rows = warm_up_rows(spark)
+    kafka = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", "127.0.0.1:9")
+             .option("subscribe", "never-read").option("includeHeaders", "true").load())  # its schema; nothing connects
+    assert [(f.name, f.dataType) for f in rows.schema] == [(f.name, f.dataType) for f in kafka.schema]
+    plan = rows._jdf.queryExecution().executedPlan().toString()
+    assert "ExistingRDD" not in plan and "Python" not in plan, plan
+    out = rows_for_layers(rows).toArrow().to_pylist()
+    assert len(out) == 1 and out[0]["symbol"] == "WARM/UP" and out[0]["reason"] is None and out[0]["price"] == 1.0

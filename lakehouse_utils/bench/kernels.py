@@ -80,6 +80,7 @@ class NotebookFlowRun:
     engine: str
     feed: str
     peak_rss_mb: float
+    rss_at_peak_mb: dict[str, float]  # each process's share of the peak (label -> MB)
     latency: dict[str, Any]
     latency_with_cold_start: dict[str, Any]
     started_s: float  # kernels launched -> every query started (Run All and Start in 02-04)
@@ -131,7 +132,8 @@ def notebook_flow_run(root: Path, bootstrap: str, broker_pid: int | None, *, eng
     arrivals = kafka_arrivals(bootstrap, topic)
     since = (arrivals["append_s"].min() + warmup_s) if warmup_s and len(arrivals) else None
     seen = [p["t"] for p in polls if p.get("counts")]
-    return NotebookFlowRun(engine, f"replay x{speed}", peak, latencies(arrivals, polls, since=since).summary(),
+    return NotebookFlowRun(engine, f"replay x{speed}", peak, sampler.breakdown,
+                           latencies(arrivals, polls, since=since).summary(),
                            latencies(arrivals, polls).summary(), started,
                            (min(seen) - feed_at) if seen else None,
                            [str(p) for p in sorted(logs.glob(f"notebooks-{engine}*"))])

@@ -51,18 +51,44 @@ def tree_pids(roots: list[int]) -> set[int]:
     return seen
 
 
+def _label(pid: int) -> str:
+    """A short name for a process: ``java <main class>`` or ``python <module or script>``."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return str(pid)
+    exe = Path(argv[0]).name
+    if exe == "java":
+        main = next((a for a in argv[1:] if not a.startswith("-") and "." in a and "/" not in a), "?")
+        return f"java {main.rsplit('.', 1)[-1]}"
+    rest = [a for a in argv[1:] if a and not a.startswith("-")]
+    mod = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else (Path(rest[0]).name if rest else "")
+    return f"{exe} {mod}".strip()
+
+
 class RssSampler:
-    """Peak summed RSS of the process trees under ``roots`` (sampled every ``interval`` s)."""
+    """Peak summed RSS of the process trees under ``roots`` (sampled every ``interval`` s), and each process's
+    share at that peak (``breakdown``: label -> MB), which says what stands in the way of a memory target."""
 
     def __init__(self, roots: list[int], interval: float = 1.0) -> None:
         self.roots, self.interval, self.peak_mb = list(roots), interval, 0.0
+        self.breakdown: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, rss_mb(tree_pids(self.roots)))
+            each = {pid: rss_mb([pid]) for pid in tree_pids(self.roots)}
+            total = sum(each.values())
+            if total > self.peak_mb:
+                self.peak_mb = total
+                shares: dict[str, float] = {}
+                for pid, mb in each.items():
+                    if mb:
+                        label = _label(pid)
+                        shares[label] = round(shares.get(label, 0.0) + mb, 1)
+                self.breakdown = dict(sorted(shares.items(), key=lambda kv: -kv[1]))
             self._stop.wait(self.interval)
 
     def stop(self) -> float:

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from ..config import Settings
 from ..layers import bronze, gold, pipeline, silver
@@ -51,16 +52,22 @@ _KAFKA_ROWS = ("key binary, value binary, topic string, partition int, offset lo
                "timestampType int, headers array<struct<key:string,value:binary>>")
 
 
+def warm_up_rows(spark: SparkSession) -> DataFrame:
+    """One made-up Kafka row, built by the JVM alone.  Not ``createDataFrame`` of a Python list: that ships
+    pickled rows to Python workers (a ``pyspark.daemon`` and a worker per core, ~150 MB the engine then keeps)."""
+    value = ('{"exchange":"warm","symbol":"WARM/UP","trade_id":"0","price":1.0,"qty":1.0,"side":"buy",'
+             '"event_time":"2020-01-01T00:00:00Z","ingest_time":"2020-01-01T00:00:00Z"}')
+    return spark.range(1).select(*(F.expr(sql).alias(name) for name, sql in (
+        ("key", "cast('WARM/UP' as binary)"), ("value", f"cast('{value}' as binary)"), ("topic", "'warm-up'"),
+        ("partition", "0"), ("offset", "0L"), ("timestamp", "current_timestamp()"), ("timestampType", "1"),
+        ("headers", "cast(array() as array<struct<key:string,value:binary>>)"))))
+
+
 def warm_up(spark: SparkSession) -> float:
     """Run a micro-batch's transformation once on one made-up Kafka row (to Arrow, as a batch does): the classes,
     the JIT and the code generation a first batch needs are then ready when the first trade comes.  Returns s."""
-    from datetime import UTC, datetime
-
     t0 = time.monotonic()
-    value = (b'{"exchange":"warm","symbol":"WARM/UP","trade_id":"0","price":1.0,"qty":1.0,"side":"buy",'
-             b'"event_time":"2020-01-01T00:00:00Z","ingest_time":"2020-01-01T00:00:00Z"}')
-    rows = spark.createDataFrame([(b"WARM/UP", value, "warm-up", 0, 0, datetime.now(UTC), 1, [])], _KAFKA_ROWS)
-    pipeline.rows_for_layers(rows).toArrow()
+    pipeline.rows_for_layers(warm_up_rows(spark)).toArrow()
     return time.monotonic() - t0
 
 

@@ -23,7 +23,6 @@ import ipywidgets as W
 from ..config import Settings
 from ..kafka.group import ProducerGroup, make_producers, plan, release
 from ..kafka.producer import SOURCE_KINDS, ProducerThread, parse_speed
-from ..layers.streaming import progress_of
 from .ui import Loop, Panel, pre
 
 log = logging.getLogger(__name__)
@@ -254,6 +253,8 @@ class QueryPanel(Panel):
             return self.status_text()
 
     def status_text(self) -> str:
+        from ..layers.streaming import progress_of  # pyspark: not imported in 01's kernel (the producer only)
+
         line = progress_of(self.query, self.name).line()
         error = self.error()
         return f"{line} | FAILED: {error}" if error else line
@@ -286,6 +287,8 @@ class QueryPanel(Panel):
         self.trigger_w.disabled = running
 
     def _update(self) -> bool:
+        from ..layers.streaming import progress_of
+
         line = progress_of(self.query, self.name).line()
         ended = self.query is not None and not self.query.isActive
         self.status_w.value = pre(f"{line} | stopped" if ended else line)
