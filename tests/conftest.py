@@ -104,7 +104,9 @@ def topic() -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, kafka: LocalKafka, topic: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap, topic=topic, spark_ui=False)
+    # the alerts topic of the test's own too: Gold publishes alerts, and the session's broker is shared
+    return Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap, topic=topic, spark_ui=False,
+                    alerts_topic=f"{topic}.alerts")
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +118,7 @@ def hour(tmp_path_factory: pytest.TempPathFactory, kafka: LocalKafka, spark):
     """
     from lakehouse_utils.ops.demo import run_demo
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("hour") / "data", bootstrap=kafka.bootstrap,
-                        topic=f"hour.{uuid.uuid4().hex[:8]}", spark_ui=False)
+    topic = f"hour.{uuid.uuid4().hex[:8]}"
+    settings = Settings(data_dir=tmp_path_factory.mktemp("hour") / "data", bootstrap=kafka.bootstrap, topic=topic,
+                        spark_ui=False, alerts_topic=f"{topic}.alerts")  # not crypto.alerts: other tests' Gold too
     return settings, run_demo(settings, start_broker=False, until_drained=True)

@@ -141,6 +141,7 @@ class Follower:
         self.helpers: list[threading.Thread] = []
         self.joined = False
         self.lastProgress: dict[str, Any] | None = None
+        self.recentProgress: list[dict[str, Any]] = []  # the last 100 batches' progress, oldest first (as Spark's)
         self._state = self._load_state()
         self._known = int(self._state["done"])
         self._out_known = -1
@@ -285,6 +286,7 @@ class Follower:
                 "durationMs": {"triggerExecution": ms}, "mode": mode,
                 "sources": [{"description": f"Delta {self.source}", "startOffset": first, "endOffset": last,
                              "numInputRows": rows.num_rows}]}
+            self.recentProgress = [*self.recentProgress[-99:], self.lastProgress]
             return out
         finally:
             self._busy = False
