@@ -208,7 +208,11 @@ def test_the_status_keeps_the_specific_broker_error_over_all_brokers_down() -> N
         producer._on_client_error(refused)
         producer._on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
         assert (producer.broker_problem() or "").startswith("_TRANSPORT: 127.0.0.1:1/bootstrap")
-        assert producer.broker_problem(within_s=0.0) is None  # an old error no longer explains anything
+        # an old error still explains a stall while the broker has acknowledged nothing since (librdkafka does not
+        # repeat an identical error: a broker down for a minute may be reported once) ...
+        assert (producer.broker_problem(within_s=0.0) or "").startswith("_TRANSPORT")
+        producer._delivered_at_error -= 1  # ... and no longer once a trade was delivered after it
+        assert producer.broker_problem(within_s=0.0) is None
         producer._on_client_error(KafkaError(KafkaError._AUTHENTICATION, "SASL failed"))  # a specific one replaces
         assert (producer.broker_problem() or "").startswith("_AUTHENTICATION")
         producer._client_error_at -= 60  # long ago: the summary alone is all there is now

@@ -52,6 +52,7 @@ class DeliveryBook:
         self.last_error: str | None = None
         self.client_error: str | None = None  # the last error of the client itself (not of a message)
         self._client_error_at = 0.0
+        self._delivered_at_error = -1  # ``delivered`` when the client last reported an error
 
     @property
     def in_flight(self) -> int:
@@ -87,13 +88,19 @@ class DeliveryBook:
         return None if since is None else time.monotonic() - since
 
     def broker_problem(self, within_s: float = CLIENT_ERROR_FRESH_S) -> str | None:
-        """The client's last error (e.g. ``_TRANSPORT: ... Connection refused``) if it is recent, else None.
+        """The client's last error (e.g. ``_TRANSPORT: ... Connection refused``) while it still explains a stall:
+        it is recent (``within_s``), or the broker has acknowledged nothing since.  Else None.
 
-        librdkafka reports a broker it cannot reach at every reconnect attempt (at least every
-        ``reconnect.backoff.max.ms``, 10 s), so an error older than ``within_s`` is over.
+        Age alone does not say the problem is over: librdkafka reports a broker it cannot reach at a reconnect
+        attempt, but suppresses an error identical to the last one ("N identical error(s) suppressed"), so a broker
+        down for a minute may be reported once.
         """
         error = self.client_error
-        return error if error is not None and time.monotonic() - self._client_error_at < within_s else None
+        if error is None:
+            return None
+        if time.monotonic() - self._client_error_at < within_s or self.delivered <= self._delivered_at_error:
+            return error
+        return None
 
     def counters(self) -> dict[str, Any]:
         delivered = self.delivered
@@ -151,6 +158,7 @@ class DeliveryBook:
         if not (summary and fresh and not (self.client_error or "").startswith("_ALL_BROKERS_DOWN")):
             self.client_error = error_text(err)
         self._client_error_at = now
+        self._delivered_at_error = self.delivered
 
     def _on_dlq_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
