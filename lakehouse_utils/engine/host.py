@@ -48,10 +48,6 @@ LAYERS: dict[str, tuple[Callable[..., Any], str]] = {
 MAX_RESTARTS = 3
 
 
-_KAFKA_ROWS = ("key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
-               "timestampType int, headers array<struct<key:string,value:binary>>")
-
-
 def warm_up_rows(spark: SparkSession) -> DataFrame:
     """One made-up Kafka row, built by the JVM alone.  Not ``createDataFrame`` of a Python list: that ships
     pickled rows to Python workers (a ``pyspark.daemon`` and a worker per core, ~150 MB the engine then keeps)."""
