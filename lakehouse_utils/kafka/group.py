@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .event_clock import EventClock
 from .producer import ProducerStatus, ProducerThread
 from .source_kinds import LIVE_KINDS, make_source
 from .trade_producer import TradeProducer
@@ -134,13 +135,18 @@ def make_producers(settings: Settings, source: str | list[str], pairs: list[str]
         raise ValueError("--file is the recording of one venue: name one in --venues")
     threads: list[ProducerThread] = []
     cleanups: list[Callable[[], None]] = []
+    names = [thread_name(kind, venue, len(steps) == 1) for kind, venue in steps]
+    # one recorded hour replayed by several venues as fast as possible: kept together in event time, as live venues
+    # are (Gold has one watermark; a replay running ahead would make the others' trades late). Paced replays keep
+    # the recorded time themselves.
+    unpaced = str(source_args.get("speed", "max")) == "max"
+    clock = EventClock(names) if len(steps) > 1 and unpaced and all(k == "replay" for k, _ in steps) else None
     try:
-        for kind, venue in steps:
+        for (kind, venue), name in zip(steps, names, strict=True):
             src, cleanup = make_source(kind, pairs, venue=venue, file=(files or {}).get(venue, file), **source_args)
             cleanups.append(cleanup)
-            name = thread_name(kind, venue, len(steps) == 1)
             threads.append(ProducerThread(src, TradeProducer.from_settings(settings), name=name, duration=duration,
-                                          max_messages=max_messages, cleanup=cleanup))
+                                          max_messages=max_messages, cleanup=cleanup, clock=clock))
     except BaseException:
         for cleanup in cleanups:
             cleanup()

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..sources.gaps import show_ranges
 from ..sources.trades import Rejected, Trade, TradeSource
+from .event_clock import EventClock
 from .source_kinds import SOURCE_KINDS, make_source, parse_speed
 from .trade_producer import PERMANENT_ERRORS, TradeProducer, ensure_topics
 
@@ -142,8 +143,10 @@ class ProducerThread:
         max_messages: int | None = None,
         flush_timeout: float = 30.0,
         cleanup: Callable[[], None] | None = None,
+        clock: EventClock | None = None,
     ) -> None:
         self.source = source
+        self.clock = clock  # replays of several venues: keep together in event time (kafka/event_clock.py)
         self.producer = producer
         self.name = name or getattr(source, "name", None) or type(source).__name__
         self.duration = duration
@@ -216,12 +219,14 @@ class ProducerThread:
                                   daemon=True)
         poller.start()
         try:
-            stop, name, limit = self.stop_event, self.name, self.max_messages
+            stop, name, limit, clock = self.stop_event, self.name, self.max_messages, self.clock
             send, reject = self.producer.send, self.producer.reject
             stream = self.source.stream(stop)
             for item in stream:
                 self.received += 1
                 if isinstance(item, Trade):
+                    if clock is not None and not clock.hold(name, item.event_time, stop, self.producer):
+                        break
                     if not send(item, name, stop):
                         break
                 else:
@@ -239,6 +244,8 @@ class ProducerThread:
             self.error = f"{type(exc).__name__}: {exc}"
             self._end("error", stop=False)
         finally:
+            if self.clock is not None:
+                self.clock.leave(self.name)  # the other venues no longer wait for this one
             if timer is not None:
                 timer.cancel()
             if stream is not None:
