@@ -147,6 +147,11 @@ def test_a_query_belongs_to_the_engine_not_to_the_kernel_that_started_it(engine:
         # another kernel sees it, and its panel shows it running
         assert "True True" in _run(kc_b, OPEN + "p = QueryPanel.for_layer(engine, 'bronze', settings)\n"
                                    "print(p.query is not None, p.query.isActive)")
+        # a kernel that starts and watches queries holds no Spark client and no pandas (the engine does the work;
+        # a verification cell that reads a table imports them when it needs them)
+        assert _run(kc_b, "import sys; p._update(); print(p.status_w.value)\n"
+                    "print(sorted(m for m in ('pyspark', 'pandas', 'pyarrow', 'grpc') if m in sys.modules))"
+                    ).splitlines()[-1] == "[]"
         for km in (km_b, km_a):  # the kernels restart, the one that started it too: the query runs on
             km.restart_kernel(now=True)
             assert SharedEngine(Settings(data_dir=engine.data_dir), engine).find("bronze").isActive

@@ -22,8 +22,8 @@ from lakehouse_utils.layers.alert_sink import read_alerts, write_alerts
 from lakehouse_utils.layers.alerts import add_signals, alert_id, detect_alerts, spread_alerts
 from lakehouse_utils.layers.gold_alerts import STATE_FILE
 from lakehouse_utils.layers.gold_writer import GoldWriter
+from lakehouse_utils.layers.query_progress import LayerStats
 from lakehouse_utils.layers.silver import SILVER_SCHEMA
-from lakehouse_utils.layers.streaming import LayerStats
 from lakehouse_utils.procs import free_port_pair
 
 T = datetime(2026, 1, 1, tzinfo=UTC)

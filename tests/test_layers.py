@@ -14,7 +14,7 @@ from lakehouse_utils.config import Settings
 from lakehouse_utils.layers import gold, silver
 from lakehouse_utils.layers.bronze import BRONZE_SCHEMA, to_bronze
 from lakehouse_utils.layers.gold_tables import bars_path, late_path
-from lakehouse_utils.layers.streaming import LayerStats
+from lakehouse_utils.layers.query_progress import LayerStats
 
 T0 = datetime(2019, 7, 1, 0, 0, 0, tzinfo=UTC)
 

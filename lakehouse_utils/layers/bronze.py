@@ -18,10 +18,10 @@ from pyspark.sql.streaming import StreamingQuery
 from ..config import Settings
 from ..kafka.kafka_conf import spark_options
 from . import delta_io
+from .query_progress import LayerStats
 from .streaming import (
     LAYER_CHECKPOINTS,
     PIPELINE_CHECKPOINT,
-    LayerStats,
     app_id_for,
     check_flow,
     ensure_table,

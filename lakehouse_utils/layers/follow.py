@@ -32,7 +32,8 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
-from .streaming import LayerStats, trigger_kwargs
+from .query_progress import LayerStats
+from .streaming import trigger_kwargs
 
 STATE = "follower.json"
 MAX_BYTES = 64 << 20  # a catch-up batch takes versions up to about this much data (as maxBytesPerTrigger)

@@ -33,9 +33,10 @@ from ..config import TIMEFRAMES, Settings, table_exists
 from .follow import Follower, chain_for
 from .gold_tables import BAR_COLUMNS, GOLD_SCHEMA, LATE_SCHEMA, PARTITIONS, bars_path, late_path
 from .gold_writer import GoldWriter, start_idle_finalizer
+from .query_progress import LayerStats
 from .silver import SILVER_SCHEMA, add_new_columns
 from .silver import ensure_tables as ensure_silver
-from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, LayerStats, app_id_for, check_flow, ensure_table
+from .streaming import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, app_id_for, check_flow, ensure_table
 
 QUERY_NAME = "gold"
 CHECKPOINT = LAYER_CHECKPOINTS[2]

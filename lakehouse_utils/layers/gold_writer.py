@@ -41,8 +41,9 @@ from . import delta_io
 from .bars import US, Bar, Key, fold_all, roll_up, split_final
 from .gold_alerts import GoldAlerts
 from .gold_tables import bars_path, late_path
+from .query_progress import LayerStats
 from .silver import SILVER_SCHEMA
-from .streaming import LayerStats, app_id_for, parse_delay
+from .streaming import app_id_for, parse_delay
 
 IDLE_AFTER_S = 10.0  # no trade for this long: the watermark follows the wall clock
 STATE_FILE = "gold_state.json"

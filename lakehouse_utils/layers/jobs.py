@@ -13,7 +13,8 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql.streaming import StreamingQuery
 
 from ..progress import ProgressLine
-from .streaming import join_helpers, progress_of, stop_between_batches
+from .query_progress import progress_of
+from .streaming import join_helpers, stop_between_batches
 
 
 def run_query(query: StreamingQuery, duration: float | None = None, progress: ProgressLine | None = None) -> int:

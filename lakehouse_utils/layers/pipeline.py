@@ -31,10 +31,10 @@ from pyspark.sql.streaming import StreamingQuery
 from ..config import Settings
 from . import bronze, gold, silver
 from .gold_writer import GoldWriter, start_idle_finalizer
+from .query_progress import LayerStats
 from .streaming import (
     LAYER_CHECKPOINTS,
     PIPELINE_CHECKPOINT,
-    LayerStats,
     app_id_for,
     check_flow,
     repair_checkpoint,

@@ -27,10 +27,10 @@ from ..config import Settings
 from . import delta_io
 from .bronze import BRONZE_SCHEMA, ensure_bronze
 from .follow import Follower, chain_for
+from .query_progress import LayerStats
 from .streaming import (
     LAYER_CHECKPOINTS,
     PIPELINE_CHECKPOINT,
-    LayerStats,
     app_id_for,
     check_flow,
     ensure_table,

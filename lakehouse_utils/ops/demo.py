@@ -26,7 +26,8 @@ from ..kafka.broker import LocalKafka
 from ..kafka.topics import end_offsets
 from ..layers.follow import latest_version
 from ..layers.jobs import Supervisor
-from ..layers.streaming import flow_of, parse_delay, progress_of, stop_between_batches
+from ..layers.query_progress import progress_of
+from ..layers.streaming import flow_of, parse_delay, stop_between_batches
 from ..progress import ProgressLine
 
 

@@ -11,25 +11,13 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..config import Settings, table_exists
+from ..config import Settings
 from ..procs import reachable
 from . import charts
 from .ui import Loop, Panel, pre
+from .verify import delta_count
 
 log = logging.getLogger(__name__)
-
-
-def delta_count(path: str | Path) -> int | None:
-    """Rows of a Delta table from its log (no data file read); None if there is no table."""
-    if not table_exists(path):
-        return None
-    from deltalake import DeltaTable
-
-    dt = DeltaTable(str(path))
-    try:
-        return int(dt.count())
-    except Exception:  # no row counts in the log: count the rows
-        return dt.to_pyarrow_table(columns=[]).num_rows
 
 
 def table_counts(settings: Settings) -> dict[str, int | None]:

@@ -2,13 +2,28 @@
 
 ``nothing_yet(path, "Bronze", "press Start above")`` is ``None`` once the table holds rows, else one line saying
 that the table is missing or empty and what to do, so Run All on a new data dir ends without a traceback.
+Light on purpose (deltalake only, imported when a table exists): a kernel on the shared engine that has only run
+its setup and verification cells holds neither pandas nor the Spark client.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .pipeline_status import delta_count
+from ..config import table_exists
+
+
+def delta_count(path: str | Path) -> int | None:
+    """Rows of a Delta table from its log (no data file read); None if there is no table."""
+    if not table_exists(path):
+        return None
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(str(path))
+    try:
+        return int(dt.count())
+    except Exception:  # no row counts in the log: count the rows
+        return dt.to_pyarrow_table(columns=[]).num_rows
 
 
 def nothing_yet(path: str | Path, what: str, hint: str = "press Start above, and Start in 01_ingest") -> str | None:
@@ -21,4 +36,4 @@ def nothing_yet(path: str | Path, what: str, hint: str = "press Start above, and
     return None
 
 
-__all__ = ["nothing_yet"]
+__all__ = ["delta_count", "nothing_yet"]

@@ -23,6 +23,7 @@ import ipywidgets as W
 from ..config import Settings
 from ..kafka.group import ProducerGroup, make_producers, plan, release
 from ..kafka.producer import SOURCE_KINDS, ProducerThread, parse_speed
+from ..layers.query_progress import progress_of  # no pyspark: a kernel on the shared engine holds no Spark client
 from .ui import Loop, Panel, pre
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,6 @@ class QueryPanel(Panel):
             return self.status_text()
 
     def status_text(self) -> str:
-        from ..layers.streaming import progress_of  # pyspark: not imported in 01's kernel (the producer only)
 
         line = progress_of(self.query, self.name).line()
         error = self.error()
@@ -287,8 +287,6 @@ class QueryPanel(Panel):
         self.trigger_w.disabled = running
 
     def _update(self) -> bool:
-        from ..layers.streaming import progress_of
-
         line = progress_of(self.query, self.name).line()
         ended = self.query is not None and not self.query.isActive
         self.status_w.value = pre(f"{line} | stopped" if ended else line)
