@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .event_clock import EventClock
 from .producer import ProducerStatus, ProducerThread
-from .source_kinds import LIVE_KINDS, make_source
+from .source_kinds import LIVE_KINDS, make_source, parse_speed
 from .trade_producer import TradeProducer
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def make_producers(settings: Settings, source: str | list[str], pairs: list[str]
     # one recorded hour replayed by several venues as fast as possible: kept together in event time, as live venues
     # are (Gold has one watermark; a replay running ahead would make the others' trades late). Paced replays keep
     # the recorded time themselves.
-    unpaced = str(source_args.get("speed", "max")) == "max"
+    unpaced = parse_speed(source_args.get("speed")) == "max"
     clock = EventClock(names) if len(steps) > 1 and unpaced and all(k == "replay" for k, _ in steps) else None
     try:
         for (kind, venue), name in zip(steps, names, strict=True):

@@ -33,9 +33,10 @@ import pandas as pd
 from ..config import Settings
 from . import analytics, charts
 from .alerts import alerts_html
-from .pipeline_status import PipelineStatus, delta_count, table_counts, topic_offsets
+from .pipeline_status import PipelineStatus, table_counts, topic_offsets
 from .probe import TableVersions
 from .ui import Loop, Panel, pre
+from .verify import delta_count
 
 log = logging.getLogger(__name__)
 ALL_KINDS = "all kinds"
