@@ -246,7 +246,10 @@ def test_live_candles_pick_up_bars_written_after_start(tmp_path: Path) -> None:
         live.resume()
         assert live.wait_for(lambda lc: len(lc.shown_bars()) == 43, timeout=60), live.status_text()
 
-        # Gold unchanged: the chart keeps looking at its version and reads nothing
+        # Gold unchanged: the chart keeps looking at its version and reads nothing (once it drew Gold's last
+        # commit: write_gold_bars is a MERGE then a compaction, two commits)
+        last = DeltaTable(str(path)).version()
+        assert live.wait_for(lambda lc: lc._seen is not None and lc._seen[0] == last, timeout=30), live._seen
         refreshes, checks = live.n_refreshes, live.n_checks
         assert live.wait_for(lambda lc: lc.n_checks >= checks + 5, timeout=30), live.status_text()
         assert live.n_refreshes == refreshes

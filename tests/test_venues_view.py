@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from deltalake import DeltaTable
 
 from lakehouse_utils.bench.charts import synthetic_bars, write_gold_bars
 from lakehouse_utils.config import Settings
@@ -124,6 +125,9 @@ def test_venues_view_on_three_venues_in_delta_shows_each_and_the_spread(tmp_path
         write_gold_bars(charts.table_path(settings, "1m"), venue_bars(40).loc[lambda d: d.bar_start.dt.minute >= 28])
         assert view.wait_for(lambda v: len(figure_traces(v.figure)["kraken"]["y"]) == 40, 60), view.summary
         assert figure_traces(view.figure)[SPREAD]["y"] == pytest.approx([spread] * 40)
+        # write_gold_bars is a MERGE then a compaction (two commits): idle means after the view drew the last one
+        last = DeltaTable(str(charts.table_path(settings, "1m"))).version()
+        assert view.wait_for(lambda v: v._seen is not None and v._seen[0] == last, 30), (view._seen, last)
         checks, refreshes = view.n_checks, view.n_refreshes
         assert view.wait_for(lambda v: v.n_checks >= checks + 4, 30) and view.n_refreshes == refreshes  # idle
 
