@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -52,8 +53,19 @@ def ns_time(ns: int) -> datetime:
 
 def recorded_trades(venue: str, recording: Recording | None = None) -> list[Trade]:
     """The trades of a venue's WebSocket recording (default: the bundled hour re-encoded for ``venue``), each as
-    that venue's adapter parses it; frames that are not trades (status, heartbeats) and bad items are left out."""
-    rows = entries(recording) if recording is not None else reencode(venue)
+    that venue's adapter parses it; frames that are not trades (status, heartbeats) and bad items are left out.
+    The bundled hour's are parsed once per process (a Trade is immutable)."""
+    if recording is None:
+        return list(_bundled_trades(venue))
+    return _parse(venue, entries(recording))
+
+
+@cache
+def _bundled_trades(venue: str) -> tuple[Trade, ...]:
+    return tuple(_parse(venue, reencode(venue)))
+
+
+def _parse(venue: str, rows: list[dict[str, Any]]) -> list[Trade]:
     at = datetime.now(UTC)
     out: list[Trade] = []
     for row in rows:
@@ -232,7 +244,8 @@ class RestReplayServer:
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{self.venue}-rest", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=f"{self.venue}-rest",
+                                        daemon=True)  # polls for shutdown every 50 ms (stop() waits for one)
         self._thread.start()
         return self
 
