@@ -7,5 +7,9 @@ by venue). Each has a replay server speaking its protocol (``replay`` for Kraken
 ``binance_replay``, on ``replay_server``) and plays the bundled hour re-encoded in its format (``reencode``);
 ``venues`` names them all. Also ``recording`` (the recording format) and ``synthetic``.
 
+REST history (filling a gap, fetching a time range): ``rest`` (the client engine: paging, pacing, retries) with
+``rest_cursor`` (the resumable cursor and the report), ``rest_server`` (a local REST replay server's engine) and a
+client and server per venue (``rest_kraken``, ``rest_coinbase``, ``rest_binance``), picked by name in ``backfill``.
+
 Imports: only the top-level modules (``config`` ...); nothing of Kafka, Spark or the layers.
 """
