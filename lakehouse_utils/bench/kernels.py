@@ -81,6 +81,7 @@ class NotebookFlowRun:
     feed: str
     peak_rss_mb: float
     rss_at_peak_mb: dict[str, float]  # each process's share of the peak (label -> MB)
+    rss_highest_mb: dict[str, float]  # each label's own highest RSS over the run
     latency: dict[str, Any]
     latency_with_cold_start: dict[str, Any]
     started_s: float  # kernels launched -> every query started (Run All and Start in 02-04)
@@ -101,7 +102,8 @@ def notebook_flow_run(root: Path, bootstrap: str, broker_pid: int | None, *, eng
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     poller = GoldPoller(data / "gold", logs / f"notebooks-{engine}.polls.jsonl")
-    sampler = RssSampler([poller.proc.pid] + ([broker_pid] if broker_pid else []))
+    sampler = RssSampler([poller.proc.pid] + ([broker_pid] if broker_pid else []),
+                         names={poller.proc.pid: "gold reader", **({broker_pid: "broker"} if broker_pid else {})})
     notebooks = {p.name[:2]: p for p in numbered()}
     kernels: list[Kernel] = []
     server = EngineServer(data / "engine", data)
@@ -110,9 +112,11 @@ def notebook_flow_run(root: Path, bootstrap: str, broker_pid: int | None, *, eng
         for nb in ("01", "02", "03", "04"):  # a user opens each and runs it whole, in its own kernel
             kernel = start_kernel(nb, env, notebooks[nb].parent)
             kernels.append(kernel)
+            sampler.names[kernel.pid] = f"kernel {nb}"
             sampler.roots.append(kernel.pid)
             kernel.run_all(notebooks[nb])
             if server.pid() is not None and server.pid() not in sampler.roots:
+                sampler.names[server.pid()] = "engine"
                 sampler.roots.append(server.pid())  # the shared engine, once a notebook started it
         for kernel in kernels[1:]:  # Start in 02, 03, 04
             kernel.run("panel.start()")
@@ -132,7 +136,7 @@ def notebook_flow_run(root: Path, bootstrap: str, broker_pid: int | None, *, eng
     arrivals = kafka_arrivals(bootstrap, topic)
     since = (arrivals["append_s"].min() + warmup_s) if warmup_s and len(arrivals) else None
     seen = [p["t"] for p in polls if p.get("counts")]
-    return NotebookFlowRun(engine, f"replay x{speed}", peak, sampler.breakdown,
+    return NotebookFlowRun(engine, f"replay x{speed}", peak, sampler.breakdown, sampler.highest,
                            latencies(arrivals, polls, since=since).summary(),
                            latencies(arrivals, polls).summary(), started,
                            (min(seen) - feed_at) if seen else None,

@@ -68,32 +68,50 @@ def _label(pid: int) -> str:
 
 class RssSampler:
     """Peak summed RSS of the process trees under ``roots`` (sampled every ``interval`` s), and each process's
-    share at that peak (``breakdown``: label -> MB), which says what stands in the way of a memory target."""
+    share at that peak (``breakdown``: label -> MB), which says what stands in the way of a memory target;
+    ``highest``: each label's own highest RSS over the run (a part that grew, or peaked at another time).
+    ``names`` labels a root's tree (e.g. a kernel by its notebook: ``kernel 03``; its children ``kernel 03 /
+    <label>``), where the command line alone would not tell processes apart."""
 
-    def __init__(self, roots: list[int], interval: float = 1.0) -> None:
+    def __init__(self, roots: list[int], interval: float = 1.0, names: dict[int, str] | None = None) -> None:
         self.roots, self.interval, self.peak_mb = list(roots), interval, 0.0
+        self.names: dict[int, str] = dict(names or {})
         self.breakdown: dict[str, float] = {}
+        self.highest: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _labels(self) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for root in list(self.roots):
+            for pid in tree_pids([root]):
+                if pid in out:
+                    continue
+                name = self.names.get(root)
+                out[pid] = (name if pid == root else f"{name} / {_label(pid)}") if name else _label(pid)
+        return out
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            each = {pid: rss_mb([pid]) for pid in tree_pids(self.roots)}
+            labels = self._labels()
+            each = {pid: rss_mb([pid]) for pid in labels}
+            shares: dict[str, float] = {}
+            for pid, mb in each.items():
+                if mb:
+                    shares[labels[pid]] = round(shares.get(labels[pid], 0.0) + mb, 1)
+            for label, mb in shares.items():
+                self.highest[label] = max(self.highest.get(label, 0.0), mb)
             total = sum(each.values())
             if total > self.peak_mb:
                 self.peak_mb = total
-                shares: dict[str, float] = {}
-                for pid, mb in each.items():
-                    if mb:
-                        label = _label(pid)
-                        shares[label] = round(shares.get(label, 0.0) + mb, 1)
                 self.breakdown = dict(sorted(shares.items(), key=lambda kv: -kv[1]))
             self._stop.wait(self.interval)
 
     def stop(self) -> float:
         self._stop.set()
         self._thread.join()
+        self.highest = dict(sorted(self.highest.items(), key=lambda kv: -kv[1]))
         return self.peak_mb
 
 

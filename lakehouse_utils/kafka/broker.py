@@ -67,7 +67,7 @@ class LocalKafka:
     """A single-node KRaft broker+controller on 127.0.0.1:``port`` (controller on ``port + 1``)."""
 
     def __init__(self, data_dir: str | Path = "data/kafka", port: int = DEFAULT_PORT,
-                 heap: str = "768m", security: BrokerSecurity | None = None,
+                 heap: str = "384m", security: BrokerSecurity | None = None,
                  config: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -219,7 +219,7 @@ class LocalKafka:
     def _java(self, main: str, *args: str) -> list[str]:
         java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if "JAVA_HOME" in os.environ else "java"
         classpath = os.pathsep.join(str(p) for p in jars.jars("kafka"))
-        return [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        return [java, f"-Xmx{self.heap}", "-Xms32m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
                 "-cp", classpath, main, *args]
 
