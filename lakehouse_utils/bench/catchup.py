@@ -28,7 +28,8 @@ PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
 
 
 def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
-        flow: str = "pipeline", partitions: int = 1, master: str | None = None) -> dict[str, Any]:
+        flow: str = "pipeline", partitions: int = 1, master: str | None = None,
+        silver_parse: str = "arrow") -> dict[str, Any]:
     from deltalake import DeltaTable
 
     from ..config import Settings
@@ -45,7 +46,7 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     topic = f"bench.catchup.{uuid.uuid4().hex[:8]}.{partitions}p"  # a new topic each run, even two in one second
     settings = Settings(data_dir=data, bootstrap=bootstrap, topic=topic,
                         spark_ui=False, max_offsets_per_trigger=per_trigger, partitions=partitions,
-                        spark_master=master or Settings().spark_master)
+                        spark_master=master or Settings().spark_master, silver_parse=silver_parse)
     ensure_topics(settings)
     thread = ProducerThread(SyntheticSource(PAIRS, rate=None, n_trades=n), TradeProducer.from_settings(settings))
     thread.start()
@@ -76,7 +77,7 @@ def run(data: Path, bootstrap: str, n: int, per_trigger: int = 250_000,
     if not report.ok:
         raise AssertionError(report.summary())
     return {"catchup_trades_per_s": produced / wall, "trades": produced, "wall_s": wall, "flow": flow,
-            "partitions": partitions, "bronze_partitions": {k: v["rows"] for k, v in
+            "partitions": partitions, "silver_parse": silver_parse, "bronze_partitions": {k: v["rows"] for k, v in
                                                             report.facts["bronze_partitions"].items()},
             **{f"{k}_s": v for k, v in layers.items()}, "last_batch_ms": last_batch_ms, "check_s": report.seconds}
 
@@ -89,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flow", choices=["pipeline", "layers"], default="pipeline")
     ap.add_argument("--partitions", type=int, default=1, help="partitions of the trades topic (default 1)")
     ap.add_argument("--master", help="Spark master, e.g. spark://127.0.0.1:17077 (default local[*])")
+    ap.add_argument("--silver-parse", choices=["arrow", "spark"], default="arrow",
+                    help="Silver's parse: canonical rows in Arrow (default), or every row in Spark")
     args = ap.parse_args(argv)
     print(json.dumps(run(Path(args.data_dir), args.bootstrap, args.n, flow=args.flow, partitions=args.partitions,
-                         master=args.master)),
+                         master=args.master, silver_parse=args.silver_parse)),
           flush=True)
     return 0
 

@@ -138,8 +138,9 @@ class QueryHost:
         # take each batch as soon as Bronze committed it (follow.Chain), as lakehouse demo's one query does
         settings = hosted.settings
         chain = chain_for(settings.bronze)
+        plan, parse = pipeline.layer_rows(self.spark, settings)
         query = start(self.spark, settings, trigger=hosted.trigger, checkpoint=hosted.checkpoint,
-                      transform=pipeline.rows_for_layers,
+                      transform=plan, parse=parse,
                       on_batch=lambda rows, commit: chain.bronze_batch(settings.bronze, rows, commit), **hosted.options)
         with chain.lock:
             chain.bronze = query

@@ -96,14 +96,16 @@ def read_kafka(spark: SparkSession, settings: Settings, fail_on_data_loss: bool 
 def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = None,
                  fail_on_data_loss: bool = True, checkpoint: str | Path | None = None,
                  transform: Callable[[DataFrame], DataFrame] | None = None,
-                 on_batch: Callable[[pa.Table, Callable[[], Any]], Any] | None = None) -> StreamingQuery:
+                 on_batch: Callable[[pa.Table, Callable[[], Any]], Any] | None = None,
+                 parse: Callable[..., pa.Table] | None = None) -> StreamingQuery:
     """Kafka topic -> ``settings.bronze`` (partitioned by ingest_date). ``trigger``: interval or 'available-now'.
 
     Each micro-batch is committed with delta-rs (``delta_io.append``) carrying (query id, batch id), so a
     batch replayed after a crash is not appended twice: the same guarantee as Spark's Delta sink, without
     its state-reconstruction job per batch.  ``transform`` replaces :func:`to_bronze` (the fused rows: Bronze's
     columns and Silver's parse, ``pipeline.rows_for_layers``), and ``on_batch(rows, commit)`` runs the commit
-    (``follow.Chain.bronze_batch``: then the layers that joined take the batch).
+    (``follow.Chain.bronze_batch``: then the layers that joined take the batch); ``parse(rows, stats)``, if given,
+    turns the batch's Arrow rows into the fused rows first (``pipeline.layer_rows``: Silver's parse in Arrow).
     """
     ensure_bronze(spark, settings)
     checkpoint = Path(checkpoint or settings.checkpoint(CHECKPOINT))
@@ -116,6 +118,8 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
         if not app_id:
             app_id.append(app_id_for(QUERY_NAME, checkpoint))
         rows = batch.toArrow()
+        if parse is not None:
+            rows = parse(rows, stats)
         count_skipped(checkpoint, batch_id, rows, stats)
 
         def commit() -> None:

@@ -270,11 +270,52 @@ def add_new_columns(path: str | Path, schema: T.StructType) -> list[str]:
     return delta_io.add_columns(path, [(f.name, f.dataType.typeName()) for f in schema.fields])
 
 
-def read_bronze_files(spark: SparkSession, settings: Settings, files: list[tuple[Path, Any, int]]) -> pa.Table:
-    """Bronze's files (those some versions added) through :func:`to_driver`: one Spark job, as Arrow."""
+def arrow_schema(df: DataFrame) -> pa.Schema:
+    """The Arrow schema ``df.toArrow()`` gives (what the Arrow parse must match)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    large = df.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") == "true"
+    return to_arrow_schema(df.schema, error_on_duplicated_field_names_in_struct=True, timezone="UTC",
+                           prefers_large_types=large)
+
+
+class Parser:
+    """Bronze rows as Arrow -> ``parse_bronze``'s rows selected to ``columns`` (as Arrow), by ``settings.silver_parse``:
+    in Arrow for canonical rows and in Spark for the rest (``arrow_parse.parse_rows``), or all in Spark."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, columns: list[Column], keep: tuple[str, ...] = (),
+                 raw_of_valid: bool = False, source: DataFrame | None = None) -> None:
+        """``source``: a DataFrame shaped like the Bronze rows to come (its schema decides the output's, down to
+        nullability; default: read from Bronze's table)."""
+        self.spark, self.columns, self.keep, self.raw_of_valid = spark, columns, keep, raw_of_valid
+        self.in_arrow = settings.silver_parse == "arrow"
+        shaped = source if source is not None else spark.createDataFrame([], BRONZE_SCHEMA)
+        self.schema = arrow_schema(self.spark_parse_df(shaped))
+
+    def spark_parse_df(self, bronze: DataFrame) -> DataFrame:
+        return parse_bronze(bronze, keep=self.keep).select(*self.columns)
+
+    def in_spark(self, rows: pa.Table) -> pa.Table:
+        bronze = self.spark.createDataFrame(rows.select(BRONZE_SCHEMA.fieldNames()), schema=BRONZE_SCHEMA)
+        return self.spark_parse_df(bronze).toArrow()
+
+    def __call__(self, rows: pa.Table, stats: dict[str, Any] | None = None) -> pa.Table:
+        from .arrow_parse import parse_rows
+
+        if not self.in_arrow:
+            return self.in_spark(rows).cast(self.schema)
+        return parse_rows(rows, self.in_spark, self.schema, self.raw_of_valid, stats)
+
+
+def read_bronze_files(spark: SparkSession, settings: Settings, files: list[tuple[Path, Any, int]],
+                      parser: Parser | None = None) -> pa.Table:
+    """Bronze's files (those some versions added) through :func:`to_driver`'s columns, as Arrow: one Spark job
+    reads them, and ``parser`` (a :class:`Parser` of ``driver_columns``) parses them; without one, Spark does."""
     paths = [str(path) for path, _, _ in files]
     bronze = spark.read.schema(BRONZE_SCHEMA).option("basePath", str(settings.bronze)).parquet(*paths)
-    return to_driver(bronze).toArrow()
+    if parser is None or not parser.in_arrow:
+        return to_driver(bronze).toArrow()
+    return parser(bronze.toArrow())
 
 
 def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = None,
@@ -289,8 +330,9 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
     def apply(rows: pa.Table, batch_id: int, stats: LayerStats) -> pa.Table:
         return commit_parsed(rows, batch_id, settings, app_id_for(QUERY_NAME, checkpoint), stats)
 
+    parser = Parser(spark, settings, driver_columns())
     follower = Follower(QUERY_NAME, settings.bronze, settings.silver, checkpoint, trigger or settings.trigger,
-                        lambda files: read_bronze_files(spark, settings, files), apply, chain)
+                        lambda files: read_bronze_files(spark, settings, files, parser), apply, chain)
     with chain.lock:
         chain.silver = follower
     return follower.start()
