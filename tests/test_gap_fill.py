@@ -7,22 +7,30 @@ ledger ``lakehouse check`` lists), never hidden. Real broker, real WebSocket and
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
+from deltalake import DeltaTable
 
 from lakehouse_utils.config import Settings
+from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.kafka.gap_fill import GapFiller
 from lakehouse_utils.kafka.group import make_producers
 from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer
 from lakehouse_utils.kafka.source_kinds import make_source
 from lakehouse_utils.kafka.topics import last_messages
+from lakehouse_utils.layers.gold_tables import bars_path
 from lakehouse_utils.ops.check import check
+from lakehouse_utils.ops.demo import run_demo
 from lakehouse_utils.sources.backfill import rest_client, rest_server
 from lakehouse_utils.sources.gaps import read_unfilled
 from lakehouse_utils.sources.reencode import BINANCE_ID_BASE, COINBASE_ID_BASE
 from lakehouse_utils.sources.rest_server import recorded_trades
+from tests.test_venues_demo import FRAMES, expected_bars
+from tests.test_venues_demo import recorded_trades as venue_trades
 
 PAIR = {"kraken": "BTC/USD", "coinbase": "BTC/USD", "binance": "BTC/USDT"}
 BASE = {"kraken": 0, "coinbase": COINBASE_ID_BASE, "binance": BINANCE_ID_BASE}
@@ -113,3 +121,39 @@ def test_gap_fill_off_sends_nothing_over_rest(settings: Settings) -> None:
     assert status.missing_ids == AWAY - 1 and status.gaps_found == 0
     assert set(topic_by_source(off)) == {"replay:coinbase"}
     assert not Path(off.unfilled_gaps).exists()
+
+
+@pytest.mark.slow
+def test_three_venues_each_missing_a_minute_end_with_gold_equal_to_the_bars_of_the_whole_recordings(
+        kafka: LocalKafka, tmp_path: Path) -> None:
+    """``lakehouse demo --venues kraken,coinbase,binance --drop 336.5:60``: each venue's WebSocket replay drops the
+    connection for the busiest minute of the hour (299 trades; Kraken's snapshot brings back 50, Coinbase's
+    last_match 1); gap fill fetches the rest over REST and Gold equals the bars of each whole recording."""
+    topic = f"fill.{uuid.uuid4().hex[:8]}"
+    settings = Settings(data_dir=tmp_path / "data", bootstrap=kafka.bootstrap, topic=topic, spark_ui=False,
+                        alerts_topic=f"{topic}.alerts")
+    result = run_demo(settings, venues="kraken,coinbase,binance", start_broker=False, until_drained=True, drop=DROP)
+    assert result.drained and result.counts.late == 0 and result.counts.silver == 3 * HOUR_IDS
+    missed = {"kraken": AWAY - 50, "coinbase": AWAY - 1, "binance": AWAY}
+    parts = {p["source"].split(":")[1]: p for p in result.producer["parts"]}
+    for venue, n in missed.items():
+        p = parts[venue]
+        assert (p["missing_ids"], p["gaps_found"], p["ids_filled"], p["ids_unfilled"]) == (n, 1, n, 0), venue
+    assert result.producer["ids_filled"] == sum(missed.values())
+    assert "| producer ids_filled | 846 |" in (settings.reports / "summary.md").read_text()
+    for tf, freq in FRAMES.items():
+        gold = DeltaTable(str(bars_path(settings, tf))).to_pandas()
+        gold["bar_start"] = pd.to_datetime(gold["bar_start"], utc=True)
+        for venue in missed:
+            want = expected_bars(venue_trades(venue, Path(result.recordings[venue])), freq)
+            got = gold[gold["exchange"] == venue].set_index("bar_start").sort_index()
+            assert list(got.index) == list(want.index), (venue, tf)
+            for col in ("open", "high", "low", "close", "trades"):
+                assert got[col].tolist() == want[col].tolist(), (venue, tf, col)
+            for col in ("volume", "buy_volume", "sell_volume"):
+                assert got[col].to_numpy() == pytest.approx(want[col].to_numpy(), rel=1e-9), (venue, tf, col)
+    verdict = check(settings)
+    assert verdict.ok, verdict.summary()
+    assert {k: g["missing"] for k, g in verdict.facts["trade_id_gaps"].items()} == {
+        "binance BTC/USDT": 0, "coinbase BTC/USD": 0, "kraken BTC/USD": 0}
+    assert verdict.facts["unfilled_gaps"] == []
