@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.kafka.gap_fill import GapFiller
 from lakehouse_utils.kafka.group import make_producers
 from lakehouse_utils.kafka.producer import ProducerThread, TradeProducer
+from lakehouse_utils.kafka.rest_backfill import parse_when, run_backfill
 from lakehouse_utils.kafka.source_kinds import make_source
 from lakehouse_utils.kafka.topics import last_messages
 from lakehouse_utils.layers.gold_tables import bars_path
@@ -157,3 +159,47 @@ def test_three_venues_each_missing_a_minute_end_with_gold_equal_to_the_bars_of_t
     assert {k: g["missing"] for k, g in verdict.facts["trade_id_gaps"].items()} == {
         "binance BTC/USDT": 0, "coinbase BTC/USD": 0, "kraken BTC/USD": 0}
     assert verdict.facts["unfilled_gaps"] == []
+
+
+# ---- lakehouse backfill's engine, in process (the CLI and kill -9: test_backfill_cli.py) -------------------------
+
+
+def test_parse_when_reads_durations_back_from_now_and_iso_times() -> None:
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    assert parse_when("6h", now) == datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
+    assert parse_when("90m", now) == parse_when("1.5h", now) == datetime(2026, 1, 2, 10, 30, tzinfo=UTC)
+    assert parse_when("2d", now) == datetime(2025, 12, 31, 12, 0, tzinfo=UTC)
+    assert parse_when("2019-07-01T00:10:00Z") == parse_when("2019-07-01T00:10:00") == \
+        datetime(2019, 7, 1, 0, 10, tzinfo=UTC)
+    assert parse_when("2019-07-01T02:10:00+02:00") == datetime(2019, 7, 1, 0, 10, tzinfo=UTC)
+    with pytest.raises(ValueError, match="6h, 30m, 2d"):
+        parse_when("yesterday")
+
+
+def test_a_relative_backfill_run_again_fetches_only_what_came_after(settings: Settings) -> None:
+    fast = settings.with_(rest_min_interval_s=0.0)
+    since = f"{(datetime.now(UTC) - datetime(2019, 6, 30, tzinfo=UTC)).days}d"  # the day before the bundled hour
+    with rest_server("kraken", serve_until=1000) as server:  # the venue's history ends at id 1000 (for now)
+        first = run_backfill(fast, "kraken", "BTC/USD", since, url=server.url)
+    assert (first.done, first.sent, first.total, first.unfilled) == (True, 1000, 1000, [])
+    with rest_server("kraken") as server:  # later: the whole hour
+        second = run_backfill(fast, "kraken", "BTC/USD", since, url=server.url)
+        third = run_backfill(fast, "kraken", "BTC/USD", since, url=server.url)
+    assert (second.done, second.resumed, second.sent) == (True, False, HOUR_IDS - 1000)
+    assert (third.done, third.sent) == (True, 0)
+    sent = [int(m.json()["trade_id"]) for m in last_messages(settings, settings.topic, 2 * HOUR_IDS)]
+    assert sorted(sent) == list(range(1, HOUR_IDS + 1))  # each id once over the three runs
+
+
+def test_a_backfill_reports_the_ids_the_venue_lacks(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    lacking = (BASE["coinbase"] + 1100, BASE["coinbase"] + 1109)
+    fast = settings.with_(rest_min_interval_s=0.0, rest_page_size=300)
+    with rest_server("coinbase", missing_ids=lacking) as server, caplog.at_level(logging.ERROR):
+        result = run_backfill(fast, "coinbase", "BTC/USD", "2019-07-01T00:00:00Z", "2019-07-01T01:00:00Z",
+                              url=server.url)
+    assert (result.done, result.sent, result.unfilled) == (True, HOUR_IDS - 10, [lacking])
+    assert "10 ids NOT filled" in result.line()
+    assert any("BACKFILL GAP: coinbase BTC/USD ids" in r.getMessage() for r in caplog.records)
+    (entry,) = read_unfilled(fast.unfilled_gaps)
+    assert (entry["first"], entry["last"], entry["by"]) == (*lacking, "backfill")
+    assert "(10 ids, not filled by backfill at" in check(fast).summary()
