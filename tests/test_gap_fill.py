@@ -7,8 +7,9 @@ ledger ``lakehouse check`` lists), never hidden. Real broker, real WebSocket and
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from lakehouse_utils.layers.gold_tables import bars_path
 from lakehouse_utils.ops.check import check
 from lakehouse_utils.ops.demo import run_demo
 from lakehouse_utils.sources.backfill import rest_client, rest_server
-from lakehouse_utils.sources.gaps import read_unfilled
+from lakehouse_utils.sources.gaps import Gap, read_unfilled
 from lakehouse_utils.sources.reencode import BINANCE_ID_BASE, COINBASE_ID_BASE
 from lakehouse_utils.sources.rest_server import recorded_trades
 from tests.test_venues_demo import FRAMES, expected_bars
@@ -203,3 +204,23 @@ def test_a_backfill_reports_the_ids_the_venue_lacks(settings: Settings, caplog: 
     (entry,) = read_unfilled(fast.unfilled_gaps)
     assert (entry["first"], entry["last"], entry["by"]) == (*lacking, "backfill")
     assert "(10 ids, not filled by backfill at" in check(fast).summary()
+
+
+def test_a_fill_slower_than_max_hold_s_lets_the_live_stream_go_on_and_still_fills(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    hour = {int(t.trade_id): t for t in recorded_trades("kraken")}
+    gap = Gap("kraken", "BTC/USD", 101, 150, hour[100].event_time, hour[151].event_time)
+    stop = threading.Event()
+    with rest_server("kraken", delay_s=2.0) as server:  # every answer takes 2 s at least
+        filler = GapFiller(rest_client("kraken", server.url, min_interval_s=0.0),
+                           TradeProducer.from_settings(settings), hold_s=60.0, max_hold_s=0.3).start(stop)
+        filler.submit(gap)
+        assert filler.hold(hour[151].event_time, stop)  # within hold_s of the gap: no wait
+        with caplog.at_level(logging.WARNING, logger="lakehouse_utils.kafka.gap_fill"):
+            assert filler.hold(hour[100].event_time + timedelta(minutes=5), stop)  # waited max_hold_s, went on
+        assert filler._open == [gap]  # the fill goes on (its first answer is 2 s away)
+        filler.close()
+    assert any("still running after 0 s: the live stream goes on" in r.getMessage() for r in caplog.records)
+    assert (filler.gaps_found, filler.ids_filled, filler.ids_unfilled) == (1, 50, 0)
+    assert sorted(int(m.json()["trade_id"]) for m in last_messages(settings, settings.topic, 100)) == \
+        list(range(101, 151))

@@ -12,6 +12,8 @@ Gold has one watermark: a gap's trades must reach the topic before the stream's 
 the gap (the watermark is two minutes behind), else Gold counts them late. :meth:`GapFiller.hold` (called by the
 producer thread before each live trade) makes a live trade that much later wait until the pending fills are
 delivered. Live, a fill takes a request or two, so the stream rarely waits; a replay at full speed waits for each.
+A fill that takes longer than ``max_hold_s`` of wall time (a venue answering 429 with long ``Retry-After``s) no
+longer holds the stream: a line says so, and its trades may then count as late in Gold (``lakehouse check``).
 
 Ids the venue cannot serve (or a fill that fails past its retries, a ban, a stop) are reported, never hidden: a
 logged line naming the ids and why, counted (``ids_unfilled``, ``unfilled`` per symbol in the producer's status)
@@ -48,9 +50,11 @@ class GapFiller:
     """Fills the gaps of one source (one venue) on a thread of its own (see the module doc)."""
 
     def __init__(self, client: RestClient, producer: TradeProducer, *, hold_s: float = 60.0,
-                 ledger: Path | None = None) -> None:
+                 max_hold_s: float = 120.0, ledger: Path | None = None) -> None:
         self.client, self.producer, self.ledger = client, producer, ledger
         self.hold_for = timedelta(seconds=hold_s)
+        self.max_hold_s = max_hold_s
+        self._released: set[Gap] = set()  # gaps that held the stream for max_hold_s: it goes on without them
         self.gaps_found = 0
         self.ids_filled = 0
         self.ids_unfilled = 0
@@ -93,15 +97,22 @@ class GapFiller:
         """Return once no pending gap is more than ``hold_s`` earlier than ``event_time`` (True), or on stop."""
         if not self._open:
             return True
+        deadline = time.monotonic() + self.max_hold_s
         with self._cond:
-            while not stop.is_set() and any(self._behind(g, event_time) for g in self._open):
+            while not stop.is_set() and (waiting := [g for g in self._open if self._behind(g, event_time)]):
+                if time.monotonic() >= deadline:
+                    self._released.update(waiting)
+                    log.warning("gap fill of %s still running after %.0f s: the live stream goes on without waiting "
+                                "(its trades may be late for Gold)", ", ".join(f"{g.exchange} {g.symbol} "
+                                f"{g.first}..{g.last}" for g in waiting), self.max_hold_s)
+                    break
                 self._cond.wait(0.1)
         return not stop.is_set()
 
     def _behind(self, gap: Gap, event_time: datetime) -> bool:
         """Is ``event_time`` more than ``hold_s`` past ``gap`` (the time of the trade before it, else after it)?"""
         start = gap.after or gap.before
-        return start is not None and event_time > start + self.hold_for
+        return start is not None and event_time > start + self.hold_for and gap not in self._released
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the queued fills (cut short if the stop is set), then flush and close the producer."""
@@ -129,6 +140,7 @@ class GapFiller:
             finally:
                 with self._cond:
                     self._open.remove(gap)
+                    self._released.discard(gap)
                     self._cond.notify_all()
 
     def _fill(self, gap: Gap) -> None:

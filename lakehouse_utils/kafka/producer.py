@@ -191,8 +191,9 @@ class ProducerThread:
         if self.filler is not None:
             if self.filler.attach(self.source):
                 self.filler.start(self.stop_event)
-            else:
-                self.filler = None  # a source that does not follow ids (synthetic): nothing to fill
+            else:  # a source that does not follow ids (synthetic): nothing to fill
+                self.filler.producer.close(0)
+                self.filler = None
         self.started_at = datetime.now(UTC)
         self._t0 = time.monotonic()
         self._state = "running"
