@@ -92,6 +92,16 @@ class Settings:
     alert_spread_bp: float = 25.0
     # a live chart whose pushes no browser view drew for this long is sent again as a new widget (live_figure)
     chart_stale_after_s: float = 20.0
+    # gap fill and backfill over the venues' REST trade history (README "Gap fill and backfill"): a live source
+    # that sees trade ids skipped (a reconnect, a jump) fetches them from ``rest_url`` (None: the venue's live API;
+    # a replay: a local REST replay server of the same recording) and sends them with the header source=rest;
+    # while a fill is pending, a live trade more than ``gap_fill_hold_s`` later than the gap waits for it (Gold's
+    # watermark must not pass the gap's trades); ``rest_page_size`` / ``rest_min_interval_s``: None = the venue's
+    gap_fill: bool = True
+    gap_fill_hold_s: float = 60.0
+    rest_url: str | None = None
+    rest_page_size: int | None = None
+    rest_min_interval_s: float | None = None
     # where the servers the project starts listen (Spark UI/driver, replay server); see README "Operations"
     bind_host: str = "127.0.0.1"
     # Kafka client security (``None`` = not set here: the properties file, then PLAINTEXT defaults apply)
@@ -174,6 +184,16 @@ class Settings:
         return self.checkpoints / job
 
     @property
+    def unfilled_gaps(self) -> Path:
+        """The ids gap fill and backfill could not fetch, one JSON line per range (``lakehouse check`` lists them)."""
+        return self.checkpoints / "gaps" / "unfilled.jsonl"
+
+    @property
+    def backfills(self) -> Path:
+        """The cursors of ``lakehouse backfill`` (one JSON file per venue, pair and range)."""
+        return self.checkpoints / "backfill"
+
+    @property
     def broker_dir(self) -> Path:
         return self.data_dir / "kafka"
 
@@ -244,8 +264,8 @@ def _coerce(name: str, value: Any) -> Any:
         return None if value == "" and "None" in kind else Path(value).expanduser()
     if kind.startswith("int"):
         return None if value == "" else int(value)
-    if kind == "float":
-        return float(value)
+    if kind.startswith("float"):
+        return None if value == "" and "None" in kind else float(value)
     if kind == "bool":
         if value.lower() not in _BOOL:
             raise ValueError(f"{name}: expected a boolean, got {value!r}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .event_clock import EventClock
+from .gap_fill import make_filler
 from .producer import ProducerStatus, ProducerThread
 from .source_kinds import LIVE_KINDS, make_source, parse_speed
 from .trade_producer import TradeProducer
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 _SUMMED = ("received", "sent", "delivered", "rejected", "dlq_sent", "dlq_delivered", "dead_lettered",
            "delivery_errors", "in_flight", "reconnects", "snapshot_repeats", "backpressure_waits", "snapshot_trades",
-           "missing_ids")
+           "missing_ids", "gaps_found", "ids_filled", "ids_unfilled")
 
 
 class ProducerGroup:
@@ -92,7 +93,8 @@ def combine(name: str, parts: tuple[ProducerStatus, ...]) -> ProducerStatus:
         last_delivery_error=next((p.last_delivery_error for p in parts if p.last_delivery_error), None),
         blocked_s=sum(p.blocked_s for p in parts), blocked_for=max(blocked, default=None),
         broker_problem=next((p.broker_problem for p in parts if p.broker_problem), None),
-        gaps={k: v for p in parts for k, v in p.gaps.items()}, parts=parts)
+        gaps={k: v for p in parts for k, v in p.gaps.items()},
+        unfilled={k: v for p in parts for k, v in p.unfilled.items()}, parts=parts)
 
 
 def plan(source: str | list[str], venues: str | list[str] | None = None) -> list[tuple[str, str]]:
@@ -128,7 +130,8 @@ def make_producers(settings: Settings, source: str | list[str], pairs: list[str]
     """The thread(s) of ``source`` (see :func:`plan`), not started; each cleans up its own source when it ends.
 
     ``file`` is the recording of a one-venue replay, ``files`` each venue's; ``source_args`` go to ``make_source``
-    (url, speed, record ...).
+    (url, speed, record, drop ...). Each thread of a venue with a REST history fills its gaps (``gap_fill.py``,
+    ``settings.gap_fill``).
     """
     steps = plan(source, venues)
     if file is not None and len(steps) > 1:
@@ -143,15 +146,29 @@ def make_producers(settings: Settings, source: str | list[str], pairs: list[str]
     clock = EventClock(names) if len(steps) > 1 and unpaced and all(k == "replay" for k, _ in steps) else None
     try:
         for (kind, venue), name in zip(steps, names, strict=True):
-            src, cleanup = make_source(kind, pairs, venue=venue, file=(files or {}).get(venue, file), **source_args)
+            recording = (files or {}).get(venue, file)
+            src, cleanup = make_source(kind, pairs, venue=venue, file=recording, **source_args)
             cleanups.append(cleanup)
+            filler, stop_rest = make_filler(settings, kind, venue, recording)
+            cleanups.append(stop_rest)
             threads.append(ProducerThread(src, TradeProducer.from_settings(settings), name=name, duration=duration,
-                                          max_messages=max_messages, cleanup=cleanup, clock=clock))
+                                          max_messages=max_messages, cleanup=_both(cleanup, stop_rest), clock=clock,
+                                          filler=filler))
     except BaseException:
         for cleanup in cleanups:
             cleanup()
         raise
     return threads[0] if len(threads) == 1 else ProducerGroup(threads)
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def cleanup() -> None:
+        try:
+            first()
+        finally:
+            second()
+
+    return cleanup
 
 
 def release(producing: ProducerThread | ProducerGroup) -> None:

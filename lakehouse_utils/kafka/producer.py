@@ -20,13 +20,16 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..sources.gaps import show_ranges
 from ..sources.trades import Rejected, Trade, TradeSource
 from .event_clock import EventClock
 from .source_kinds import SOURCE_KINDS, make_source, parse_speed
 from .trade_producer import PERMANENT_ERRORS, TradeProducer, ensure_topics
+
+if TYPE_CHECKING:
+    from .gap_fill import GapFiller
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,10 @@ class ProducerStatus:
     snapshot_trades: int = 0  # trades a venue re-sent on (re)subscribe (Kraken snapshot, Coinbase last_match ...)
     missing_ids: int = 0  # trade ids the venue skipped (consecutive-id venues), all symbols
     gaps: dict[str, Any] = field(default_factory=dict)  # "exchange SYMBOL" -> [(first, last) missing id range]
+    gaps_found: int = 0  # gaps the gap fill was told of (kafka/gap_fill.py)
+    ids_filled: int = 0  # trades it fetched over REST and sent (header source=rest)
+    ids_unfilled: int = 0  # ids it could not fetch (reported: a log line, the ledger ``lakehouse check`` lists)
+    unfilled: dict[str, Any] = field(default_factory=dict)  # "exchange SYMBOL" -> [(first, last) not filled]
     parts: tuple[ProducerStatus, ...] = ()  # one per venue when several run at once (ProducerGroup)
 
     def gaps_text(self, limit: int = 3) -> str:
@@ -107,6 +114,8 @@ class ProducerStatus:
             extra += f" reconnects={self.reconnects} repeats={self.snapshot_repeats}"
         if self.missing_ids:
             extra += f" missing_ids={self.missing_ids} ({self.gaps_text(2)})"
+        if self.gaps_found:
+            extra += f" gaps={self.gaps_found} filled={self.ids_filled} unfilled={self.ids_unfilled}"
         if self.delivery_errors:
             extra += f" ERRORS={self.delivery_errors}"
         if self.in_flight:
@@ -144,8 +153,10 @@ class ProducerThread:
         flush_timeout: float = 30.0,
         cleanup: Callable[[], None] | None = None,
         clock: EventClock | None = None,
+        filler: GapFiller | None = None,
     ) -> None:
         self.source = source
+        self.filler = filler  # fills the source's id gaps over REST (kafka/gap_fill.py)
         self.clock = clock  # replays of several venues: keep together in event time (kafka/event_clock.py)
         self.producer = producer
         self.name = name or getattr(source, "name", None) or type(source).__name__
@@ -177,6 +188,12 @@ class ProducerThread:
         if self._thread is not None:
             raise RuntimeError("a ProducerThread runs once; create a new one")
         self.producer.start()
+        if self.filler is not None:
+            if self.filler.attach(self.source):
+                self.filler.start(self.stop_event)
+            else:  # a source that does not follow ids (synthetic): nothing to fill
+                self.filler.producer.close(0)
+                self.filler = None
         self.started_at = datetime.now(UTC)
         self._t0 = time.monotonic()
         self._state = "running"
@@ -219,12 +236,14 @@ class ProducerThread:
                                   daemon=True)
         poller.start()
         try:
-            stop, name, limit, clock = self.stop_event, self.name, self.max_messages, self.clock
+            stop, name, limit, clock, filler = self.stop_event, self.name, self.max_messages, self.clock, self.filler
             send, reject = self.producer.send, self.producer.reject
             stream = self.source.stream(stop)
             for item in stream:
                 self.received += 1
                 if isinstance(item, Trade):
+                    if filler is not None and not filler.hold(item.event_time, stop):
+                        break
                     if clock is not None and not clock.hold(name, item.event_time, stop, self.producer):
                         break
                     if not send(item, name, stop):
@@ -253,6 +272,12 @@ class ProducerThread:
                     stream.close()  # type: ignore[attr-defined]  # closes the socket of a generator source
             loop_done.set()
             poller.join()
+            if self.filler is not None:
+                try:
+                    self.filler.close(self.flush_timeout)  # its queued fills first (cut short by a stop)
+                except Exception as exc:
+                    log.exception("gap fill failed to close")
+                    self.error = self.error or f"gap fill: {type(exc).__name__}: {exc}"
             try:
                 self.producer.close(self.flush_timeout)
             except Exception as exc:
@@ -310,6 +335,7 @@ class ProducerThread:
 
     def status(self) -> ProducerStatus:
         c = self.producer.counters()
+        fill = self.filler.counters() if self.filler is not None else {}
         stats = getattr(self.source, "stats", {}) or {}
         last = stats.get("last_trade")
         last_trade = LastTrade(last.symbol, last.price, last.event_time) if isinstance(last, Trade) else None
@@ -327,7 +353,7 @@ class ProducerThread:
             dlq_sent=c["dlq_sent"],
             dlq_delivered=c["dlq_delivered"],
             dead_lettered=c["dead_lettered"],
-            delivery_errors=c["delivery_errors"],
+            delivery_errors=c["delivery_errors"] + fill.get("delivery_errors", 0),
             in_flight=c["in_flight"],
             reconnects=int(stats.get("reconnects", 0) or 0),
             snapshot_repeats=int(stats.get("snapshot_repeats", 0) or 0),
@@ -345,6 +371,10 @@ class ProducerThread:
             snapshot_trades=int(stats.get("snapshot_trades", 0) or 0),
             missing_ids=int(stats.get("missing_ids", 0) or 0),
             gaps=dict(stats.get("gaps") or {}),
+            gaps_found=fill.get("gaps_found", 0),
+            ids_filled=fill.get("ids_filled", 0),
+            ids_unfilled=fill.get("ids_unfilled", 0),
+            unfilled=fill.get("unfilled", {}),
         )
 
 

@@ -8,7 +8,9 @@ a replay server). Kinds (:data:`SOURCE_KINDS`):
 - ``replay``: the replay server of ``venue`` (default kraken, ``sources/venues.py``) playing ``file`` (default:
   the bundled real hour, re-encoded in the venue's format) at ``speed`` ("max" or a factor, 1 = real time),
   read by that venue's adapter; the stream ends with the recording. Without ``pairs`` it plays every symbol
-  the recording holds;
+  the recording holds. ``drop=(at_s, away_s)``: the server drops the connection ``at_s`` seconds of recording
+  time into the replay and the recording goes on for ``away_s`` seconds while the client is away (a gap: the
+  trades of that time are missed, but Kraken's snapshot, :func:`drop_window`);
 - ``synthetic``: a seeded random walk, ``SYNTHETIC_BASE_RATE`` x ``speed`` trades/s ("max": as fast as possible
   on a simulated clock), ``n_trades`` in total (None: endless).
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..sources.recording import entries
+from ..sources.replay_server import ReplayServerBase
 from ..sources.trades import TradeSource
 from ..sources.venues import VENUES, live_source, replay_server
 
@@ -56,12 +60,16 @@ def make_source(
     seed: int = 42,
     n_trades: int | None = None,
     venue: str = "kraken",
+    drop: tuple[float, float] | None = None,
 ) -> tuple[TradeSource, Callable[[], None]]:
     """Build a source by name (see the module doc); returns ``(source, cleanup)``."""
     if kind in LIVE_KINDS:
         return live_source(kind, pairs_for(kind, pairs), url, record=record), _noop
     if kind == "replay":
-        server = replay_server(venue, file, speed, close_when_done=True).start()
+        server = replay_server(venue, file, speed, close_when_done=True)
+        if drop is not None:
+            server.drop_after, server.skip_on_drop = drop_window(server, *drop)
+        server.start()
         try:
             mine = pairs_for(venue, pairs)
             source = VENUES[venue].source(mine or server.pairs, server.url, end_on_close=True, record=record)
@@ -78,6 +86,20 @@ def make_source(
     raise ValueError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
 
 
+def drop_window(server: ReplayServerBase, at_s: float, away_s: float) -> tuple[int, int]:
+    """``(drop_after, skip_on_drop)`` of a replay server playing every symbol: drop the connection ``at_s`` seconds
+    of recording time into the replay; the frames of the next ``away_s`` seconds happen while the client is away."""
+    _, rows = server.split_greeting(entries(server.recording))
+    times = [row.get("recv_ms") for row in rows]
+    start = next((t for t in times if t is not None), 0)
+
+    def index(seconds: float) -> int:
+        return next((i for i, t in enumerate(times) if t is not None and t >= start + seconds * 1000), len(times))
+
+    first, end = index(at_s), index(at_s + away_s)
+    return max(1, first), end - first
+
+
 def parse_speed(text: str | float | None) -> float | str:
     """'max' (or empty) -> 'max'; '10' -> 10.0 (must be > 0)."""
     if text is None or str(text).strip().lower() in ("", "max"):
@@ -88,4 +110,5 @@ def parse_speed(text: str | float | None) -> float | str:
     return value
 
 
-__all__ = ["LIVE_KINDS", "SOURCE_KINDS", "SYNTHETIC_BASE_RATE", "make_source", "pairs_for", "parse_speed"]
+__all__ = ["LIVE_KINDS", "SOURCE_KINDS", "SYNTHETIC_BASE_RATE", "drop_window", "make_source", "pairs_for",
+           "parse_speed"]

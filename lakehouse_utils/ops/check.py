@@ -13,8 +13,9 @@ An independent reconciliation, in plain pandas (none of the layers' Spark code i
   1e-9; ``is_final`` agrees with the watermark.
 - **Trade ids** (reported, not a difference): for the venues that number their trades 1, 2, 3 ... per symbol
   (Kraken, Coinbase, Binance), the ids missing in Silver between its first and last one, with their ranges. The
-  tables agree about those; the trades never reached Kafka (a reconnect, a rollover). Filling them is not done
-  here.
+  tables agree about those; the trades never reached Kafka (a reconnect, a rollover). Gap fill and ``lakehouse
+  backfill`` fetch such ids over REST; the ranges they could not fetch (their ledger, ``Settings.unfilled_gaps``)
+  are listed here too (reported, not a difference).
 
 When the layers run as three queries, a layer may be behind the one it reads: each comparison uses the version
 of the upstream table its query had processed (from the query's checkpoint), so a lag is not a difference.
@@ -35,6 +36,7 @@ import pandas as pd
 from ..config import TIMEFRAMES, Settings, table_exists
 from ..layers.follow import processed_version
 from ..layers.streaming import LAYER_CHECKPOINTS
+from ..sources.gaps import read_unfilled
 from .reconcile import KEYS, LINEAGE, Finding, check_bronze, check_gold, check_silver, trade_id_gaps
 
 
@@ -86,6 +88,10 @@ class Report:
             missing = (f"{g['missing']:,} missing in {g['ranges']:,} range(s): {g['examples']}" if g["missing"]
                        else "none missing")
             lines.append(f"  ids  {key}: {g['first']}..{g['last']}, {missing}")
+        for g in f.get("unfilled_gaps", []):
+            span = f"{g['first']}..{g['last']}" if g["last"] != g["first"] else str(g["first"])
+            lines.append(f"  unfilled   {g['exchange']} {g['symbol']} {span} ({g['ids']:,} ids, not filled by "
+                         f"{g['by']} at {g['at']}: {g['why']})")
         if self.ok:
             lines.append("OK: Bronze, Silver, quarantine and Gold agree.")
         else:
@@ -135,6 +141,9 @@ def check(settings: Settings, examples: int = 5, progress: Callable[[str], None]
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     report = Report(str(settings.data_dir))
+    # the ids gap fill and backfill could not fetch over REST: listed whatever the tables hold
+    report.facts["unfilled_gaps"] = [{**g, "ids": int(g["last"]) - int(g["first"]) + 1}
+                                     for g in read_unfilled(settings.unfilled_gaps)]
     # the downstream tables are read first and the upstream ones as of what their query had processed, so a
     # layer that is behind shows as lag, never as a difference
     say("reading Gold")

@@ -115,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     end.add_argument("--duration", type=float,
                      help="feed for S seconds (counted from the producer's start, once broker and Spark are up)")
 
-    from . import engine_cli
+    from . import backfill_cli, engine_cli
 
     engine_cli.add_parser(sub)
+    backfill_cli.add_parser(sub)
+    _HANDLERS["backfill"] = backfill_cli.run  # a command of its own module (ops/backfill_cli.py)
 
     p = sub.add_parser("check", help="reconcile Bronze with the topic, Silver/quarantine with Bronze, Gold with "
                                      "Silver; exit 1 naming each difference")
@@ -177,7 +179,7 @@ def _partitions(p: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace) -> Settings:
     keys = ("data_dir", "bootstrap", "kafka_properties", "topic", "partitions", "bronze_path", "silver_path",
             "quarantine_path", "gold_path", "starting_offsets", "max_offsets_per_trigger", "watermark",
-            "alerts", "alert_window", "alert_z", "alert_move_pct", "alert_spread_bp")
+            "alerts", "alert_window", "alert_z", "alert_move_pct", "alert_spread_bp", "gap_fill", "rest_url")
     values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
     gold = values.get("gold_path")
     if gold and Path(gold).name.startswith("bars_"):  # the seed passed --gold data/gold/bars_1m
@@ -241,7 +243,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     result = run_demo(settings, source=args.source, venues=args.venues, file=args.file, pairs=args.pairs,
                       speed=args.speed, start_broker=not names_a_broker(args.bootstrap), broker_port=args.broker_port,
-                      until_drained=args.until_drained, duration=args.duration, trigger=args.trigger)
+                      until_drained=args.until_drained, duration=args.duration, trigger=args.trigger, drop=args.drop)
     if result.report:
         print(f"report: {result.report}")
     return 0 if (result.drained or not args.until_drained) else 1

@@ -105,6 +105,7 @@ def run_demo(
     progress: ProgressLine | None = None,
     write_report: bool = True,
     extra_queries: dict[str, Callable[..., Any]] | None = None,
+    drop: tuple[float, float] | None = None,
 ) -> DemoResult:
     from ..engine.spark import get_spark
     from ..kafka.group import make_producers, plan, release
@@ -154,7 +155,8 @@ def run_demo(
     try:
         supervisor.start()
         # a replay: every symbol recorded; several venues: a producer thread each
-        producer = make_producers(settings, source, pairs, venues=venues, file=file, files=recordings, speed=speed)
+        producer = make_producers(settings, source, pairs, venues=venues, file=file, files=recordings, speed=speed,
+                                  drop=drop)
         try:
             producer.start()
         except BaseException:
@@ -269,7 +271,8 @@ def write_summary(settings: Settings, result: DemoResult) -> Path:
     rows += [(f"gold trades {tf}", n) for tf, n in c.gold_trades.items()]
     p = result.producer
     rows += [("producer " + k, p.get(k)) for k in ("received", "sent", "delivered", "rejected", "dlq_sent",
-                                                   "snapshot_trades", "missing_ids") if k in p]
+                                                   "snapshot_trades", "missing_ids", "gaps_found", "ids_filled",
+                                                   "ids_unfilled") if k in p]
     rows += [(f"producer {part['source']} sent", part["sent"]) for part in p.get("parts", ())]
     rows += [(f"recording {venue}", f"`{path}`") for venue, path in result.recordings.items()]
     rows += [("wall seconds", f"{result.wall_seconds:.1f}"), ("drained", result.drained)]

@@ -20,6 +20,7 @@ from ..kafka.producer import SOURCE_KINDS, ProducerStatus, ProducerThread, Trade
 from ..kafka.source_kinds import LIVE_KINDS
 from ..procs import reachable
 from ..progress import ProgressLine
+from ..sources.gaps import show_ranges
 from ..sources.venues import VENUES
 
 
@@ -48,6 +49,25 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", default=None, help="replay: recording of one venue, in its wire format (JSONL, .gz ok; "
                                                 "default the bundled real hour)")
     p.add_argument("--speed", default="max", help="replay/synthetic: 'max' or a factor (1 = real time)")
+    p.add_argument("--drop", type=drop_arg, default=None, metavar="AT:AWAY",
+                   help="replay: the server drops the connection AT seconds of recording time in, and the recording "
+                        "goes on for AWAY seconds while the client is away (a gap for gap fill to fill)")
+    p.add_argument("--no-gap-fill", dest="gap_fill", action="store_const", const=False, default=None,
+                   help="do not fetch skipped trade ids over REST (default: fill them; README: Gap fill)")
+    p.add_argument("--rest-url", dest="rest_url", default=None, metavar="URL",
+                   help="gap fill's REST API (default: the venue's live one; a replay: a local REST replay server)")
+
+
+def drop_arg(text: str) -> tuple[float, float]:
+    """``--drop 336:60`` -> (336.0, 60.0)."""
+    at, sep, away = text.partition(":")
+    try:
+        value = (float(at), float(away))
+    except ValueError:
+        value = None
+    if not sep or value is None or value[0] < 0 or value[1] <= 0:
+        raise argparse.ArgumentTypeError(f"expected AT:AWAY in seconds (e.g. 336:60), got {text!r}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,6 +96,10 @@ def summary(status: ProducerStatus) -> str:
                                                           "  (no trade id skipped)"),
         f"  duration        {status.duration:>10.1f} s  ({status.avg_per_s:,.0f} trades/s)",
     ]
+    if status.gaps_found:
+        lines.append(f"  gap fill        {status.ids_filled:>10,}  trades fetched over REST for {status.gaps_found:,} "
+                     f"gap(s) (header source=rest); {status.ids_unfilled:,} ids NOT filled"
+                     + "".join(f"; {k} {show_ranges(v, 5)}" for k, v in status.unfilled.items()))
     if status.dead_lettered:
         lines.append(f"  dead-lettered   {status.dead_lettered:>10,}  (refused by Kafka, sent to the DLQ)")
     if status.last_delivery_error:
@@ -84,6 +108,8 @@ def summary(status: ProducerStatus) -> str:
         lines.append(f"  FAILED: {status.error}")
     for part in status.parts:  # several venues: each one's own counts
         gaps = f", missing ids {part.missing_ids:,} ({part.gaps_text(3)})" if part.missing_ids else ""
+        if part.gaps_found:
+            gaps += f", filled {part.ids_filled:,}, unfilled {part.ids_unfilled:,}"
         lines.append(f"  {part.source:<17} sent {part.sent:,}, delivered {part.delivered:,}, rejected "
                      f"{part.rejected:,}, reconnects {part.reconnects:,}, snapshot trades {part.snapshot_trades:,}"
                      f"{gaps}")
@@ -121,7 +147,7 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
     try:
         thread: ProducerThread | ProducerGroup = make_producers(
             settings, args.source, pairs, venues=args.venues, file=args.file, duration=args.duration, url=args.url,
-            speed=speed, record=args.record, seed=args.seed, n_trades=args.n_trades)
+            speed=speed, record=args.record, seed=args.seed, n_trades=args.n_trades, drop=args.drop)
     except ValueError as exc:  # a venue or pair the sources cannot serve: one line, not a traceback
         print(f"error: {exc}", file=out, flush=True)
         return 2

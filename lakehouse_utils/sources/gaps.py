@@ -5,13 +5,18 @@ Kraken v2, Coinbase (per product, both feeds) and Binance ``t`` (per symbol) ids
 (exchange, symbol) and keeps their ranges (the latest :data:`MAX_RANGES` per symbol), and tells a repeat (an id
 at or below the highest seen, e.g. a snapshot after a reconnect) from a new trade. An id that arrives late inside
 a recorded gap fills it. :func:`id_ranges` finds the same ranges in a set of ids at once (``lakehouse check``
-on Silver). Filling a gap (the venue's REST history) is not done here.
+on Silver). Each new gap is handed to ``on_gap`` (a :class:`Gap`, with the times of the trades around it): the
+gap fill (``kafka/gap_fill.py``) fetches it from the venue's REST history. The ids a fill or a backfill could not
+fetch are appended to a ledger (:func:`record_unfilled`, :func:`read_unfilled`) that ``lakehouse check`` lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,6 +50,22 @@ def id_ranges(ids: Iterable[int] | np.ndarray) -> list[Range]:
     return [(int(u[i]) + 1, int(u[i + 1]) - 1) for i in at]
 
 
+class Gap(NamedTuple):
+    """Ids ``first`` .. ``last`` of (exchange, symbol) skipped; ``after``: the time of the trade before them,
+    ``before``: of the trade after them (None when not known)."""
+
+    exchange: str
+    symbol: str
+    first: int
+    last: int
+    after: datetime | None
+    before: datetime | None
+
+    @property
+    def ids(self) -> int:
+        return self.last - self.first + 1
+
+
 class IdGaps:
     """Per (exchange, symbol): the highest id seen, the ids skipped (counted, ranges kept), repeats told apart.
 
@@ -52,13 +73,17 @@ class IdGaps:
     last), ...]}``, a new dict on every change, so a reader on another thread never sees it half-written).
     """
 
-    def __init__(self, stats: dict[str, Any]) -> None:
+    def __init__(self, stats: dict[str, Any], on_gap: Callable[[Gap], None] | None = None) -> None:
         self.stats = stats
+        self.on_gap = on_gap  # told of each new gap (set it before the stream starts)
         self._highest: dict[tuple[str, str], int] = {}
+        self._times: dict[tuple[str, str], datetime] = {}  # the time of the highest id's trade
         self._ranges: dict[tuple[str, str], list[list[int]]] = {}
 
-    def see(self, exchange: str, symbol: str, trade_id: str, *, snapshot: bool = False) -> bool:
-        """Record one id; False if it is a repeat (at or below the highest seen and in no gap)."""
+    def see(self, exchange: str, symbol: str, trade_id: str, *, snapshot: bool = False,
+            at: datetime | None = None) -> bool:
+        """Record one id (``at``: its trade's time); False if it is a repeat (at or below the highest seen and in
+        no gap)."""
         if exchange not in CONSECUTIVE_IDS:
             return True
         tid = numeric_id(trade_id)
@@ -68,10 +93,17 @@ class IdGaps:
         highest = self._highest.get(key)
         if highest is None or tid == highest + 1:
             self._highest[key] = tid
+            if at is not None:
+                self._times[key] = at
             return True
         if tid > highest:
             self._add(key, highest + 1, tid - 1)
             self._highest[key] = tid
+            before = self._times.get(key)
+            if at is not None:
+                self._times[key] = at
+            if self.on_gap is not None:
+                self.on_gap(Gap(exchange, symbol, highest + 1, tid - 1, before, at))
             return True
         if key in self._ranges and self._fill(key, tid):
             return True
@@ -101,4 +133,34 @@ class IdGaps:
                               for (ex, sym), ranges in self._ranges.items() if ranges}
 
 
-__all__ = ["CONSECUTIVE_IDS", "MAX_RANGES", "IdGaps", "id_ranges", "numeric_id", "show_ranges"]
+# ---- the ledger of ids that could not be filled --------------------------------------------------------------
+
+
+def record_unfilled(path: Path, exchange: str, symbol: str, ranges: Iterable[Range], why: str, by: str) -> None:
+    """Append one line per range to the ledger at ``path`` (``by``: "gap fill" | "backfill")."""
+    ranges = list(ranges)
+    if not ranges:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with path.open("a", encoding="utf-8") as out:
+        for first, last in ranges:
+            out.write(json.dumps({"exchange": exchange, "symbol": symbol, "first": int(first), "last": int(last),
+                                  "why": why, "by": by, "at": at}, separators=(",", ":")) + "\n")
+
+
+def read_unfilled(path: Path) -> list[dict[str, Any]]:
+    """The ledger's ranges, oldest first (a line cut short by a kill is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+__all__ = ["CONSECUTIVE_IDS", "MAX_RANGES", "Gap", "IdGaps", "id_ranges", "numeric_id", "read_unfilled",
+           "record_unfilled", "show_ranges"]

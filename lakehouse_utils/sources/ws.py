@@ -377,7 +377,7 @@ class WebSocketSource:
             trades.sort(key=lambda t: (len(t.trade_id), t.trade_id))
         see = self.gaps.see
         for trade in trades:
-            see(trade.exchange, trade.symbol, trade.trade_id, snapshot=snapshot)
+            see(trade.exchange, trade.symbol, trade.trade_id, snapshot=snapshot, at=trade.event_time)
         return out
 
     def _write_record(self, text: str, frame: Any) -> None:
