@@ -115,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     end.add_argument("--duration", type=float,
                      help="feed for S seconds (counted from the producer's start, once broker and Spark are up)")
 
-    from . import engine_cli
+    from . import engine_cli, sql_cli
 
     engine_cli.add_parser(sub)
+    sql_cli.add_parser(sub)
+    command("sql")(sql_cli.run)
 
     p = sub.add_parser("check", help="reconcile Bronze with the topic, Silver/quarantine with Bronze, Gold with "
                                      "Silver; exit 1 naming each difference")
