@@ -156,6 +156,21 @@ def spark_sql(spark: Any, settings: Settings, sql: str, version: int | None = No
     return spark.sql(sql)
 
 
+def query_text(settings: Settings, sql: str, fmt: str = "table", max_rows: int | None = None,
+               version: int | None = None, as_of: str | datetime | None = None) -> str:
+    """``run_sql`` then ``format_table``; a query that cannot run gives its one line (``error: ...``) instead."""
+    try:
+        return format_table(run_sql(settings, sql, version, as_of), fmt, max_rows)
+    except SqlError as exc:
+        return f"error: {exc}"
+
+
+def same_rows(table: pa.Table, spark_df: Any) -> bool:
+    """Do a DataFusion result and a Spark DataFrame hold the same rows (in any order, same column order)?"""
+    return sorted(map(tuple, (r.values() for r in table.to_pylist())), key=repr) == \
+        sorted((tuple(r) for r in spark_df.collect()), key=repr)
+
+
 # -- output ------------------------------------------------------------------------------------------------------
 def _cell(value: Any) -> str:
     if value is None:
@@ -209,5 +224,5 @@ def format_table(table: pa.Table, fmt: str = "table", max_rows: int | None = Non
     return "\n".join(lines)
 
 
-__all__ = ["FORMATS", "SqlError", "format_table", "open_at", "parse_as_of", "referenced", "run_sql", "spark_sql",
-           "table_paths"]
+__all__ = ["FORMATS", "SqlError", "format_table", "open_at", "parse_as_of", "query_text", "referenced", "run_sql",
+           "same_rows", "spark_sql", "table_paths"]

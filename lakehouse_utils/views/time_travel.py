@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import TIMEFRAMES, Settings, table_exists
-from .sql import open_at
+from .sql import open_at, parse_as_of
 
 # a Gold bar's key and the columns a change is told by (layers.gold_tables: KEY, BAR_COLUMNS; not imported from
 # there, which would load pyspark into a kernel or a `lakehouse sql` that has no use for it)
@@ -101,11 +101,42 @@ def history_summary(commits: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def version_at(path: str | Path, when: datetime) -> int | None:
-    """The version that was the table's latest at ``when`` (None if the table did not exist yet)."""
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+def version_at(path: str | Path, when: str | datetime) -> int | None:
+    """The version that was the table's latest at ``when`` (ISO text or a datetime, UTC if naive; None if the
+    table did not exist yet)."""
+    when = parse_as_of(when)
     before = [c.version for c in history(path) if c.timestamp <= when]
     return max(before) if before else None
+
+
+def middle_version(path: str | Path) -> int:
+    """The version halfway through the table's history (what notebook 08 compares with now by default)."""
+    versions = [c.version for c in history(path)]
+    return versions[len(versions) // 2] if versions else 0
+
+
+def halfway(path: str | Path) -> datetime:
+    """The time halfway between the table's first and last commit (UTC)."""
+    stamps = [c.timestamp for c in history(path)]
+    return stamps[0] + (stamps[-1] - stamps[0]) / 2
+
+
+def bar_counts(bars: pd.DataFrame) -> str:
+    """``60 bars (57 final)``."""
+    return f"{len(bars)} bars ({int(bars['is_final'].sum()) if len(bars) else 0} final)"
+
+
+def added_line(commits: pd.DataFrame, table: str, rows_now: int | None) -> str:
+    """``bronze: 2,672 rows added by 5 commits, 2,672 rows now`` (equal for an append-only table)."""
+    mine = commits[commits["table"] == table]
+    added = int(mine["rows_added"].sum()) if len(mine) else 0
+    now = "no table" if rows_now is None else f"{rows_now:,} rows now"
+    return f"{table}: {added:,} rows added by its commits, {now}"
+
+
+def changes_line(diff: pd.DataFrame) -> str:
+    """``60 new``, ``1 forming -> final, 2 updated`` or ``no change``: the kinds of change that occur."""
+    return ", ".join(f"{n} {kind}" for kind, n in diff_counts(diff).items() if n) or "no change"
 
 
 def bars_at(path: str | Path, version: int | None = None, as_of: str | datetime | None = None) -> pd.DataFrame:
@@ -155,5 +186,5 @@ def diff_counts(diff: pd.DataFrame) -> dict[str, int]:
     return {kind: int(counts.get(kind, 0)) for kind in CHANGES}
 
 
-__all__ = ["CHANGES", "Commit", "bars_at", "bars_diff", "diff_counts", "histories", "history", "history_summary",
-           "layer_tables", "version_at"]
+__all__ = ["CHANGES", "Commit", "added_line", "bar_counts", "bars_at", "bars_diff", "changes_line", "diff_counts",
+           "halfway", "histories", "history", "history_summary", "layer_tables", "middle_version", "version_at"]
