@@ -102,8 +102,8 @@ def _tables_for(settings: Settings, sql: str, version: int | None) -> dict[str, 
     # a name of a table that is not there is only an error if the query really reads it (DataFusion says so)
     present = {n: paths[n] for n in names if table_exists(paths[n])}
     if version is not None and len({paths[n] for n in names}) != 1:
-        raise SqlError(f"--version is one table's version: the query reads {len(set(names))} of the tables "
-                       f"({', '.join(names) or 'none'}); use --as-of for several")
+        raise SqlError(f"--version is one table's version: the query reads {len({paths[n] for n in names})} "
+                       f"tables ({', '.join(names) or 'none'}); use --as-of for several")
     return present
 
 
