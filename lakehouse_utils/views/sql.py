@@ -7,8 +7,9 @@ tables as they are now, as of a ``version`` (one table) or as of a timestamp (``
 Every failure is a :class:`SqlError` whose message is one line (``lakehouse sql`` prints it and exits 2).
 
 Why DataFusion and not DuckDB: DuckDB's ``delta`` extension downloads itself at run time; DuckDB over
-``DeltaTable.to_pyarrow_dataset()`` works offline but was 3-5x slower and took 3x the memory on a GROUP BY over a
-Silver of 300k and 1M rows (README, Performance), and would be one more dependency.
+``DeltaTable.to_pyarrow_dataset()`` works offline but was 3-6x slower once warm and took more memory (240-270 MB
+against 180 MB) on a GROUP BY over a Silver of 300k and 1M rows (README, Performance; ``bench/sql_engines.py``),
+and would be one more dependency.
 
 ``spark_sql(spark, settings, sql)`` runs the same query with Spark SQL (the shared engine's Connect session in a
 notebook): the same short names as temporary views, ``versionAsOf`` / ``timestampAsOf`` for time travel.
