@@ -22,6 +22,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from lakehouse_utils.config import Settings
 from lakehouse_utils.ops.cli import main
+from lakehouse_utils.views import time_travel as tt
 from lakehouse_utils.views.sql import SqlError, format_table, run_sql, spark_sql
 from lakehouse_utils.views.time_travel import bars_at, bars_diff, diff_counts, histories, history, version_at
 
@@ -88,6 +89,17 @@ def test_bars_diff_names_the_bars_that_changed(gold: Settings) -> None:
         assert version_at(path, c.timestamp) == c.version
     with pytest.raises(SqlError, match="did not exist yet"):
         bars_at(path, as_of=commits[0].timestamp - timedelta(seconds=1))
+
+    # late trades since a time: late_trades' rows now minus its rows as of then
+    late = gold.late_trades
+    trade = {"exchange": "kraken", "symbol": "BTC/USD", "trade_id": "1", "event_time": T0, "detected_at": T0}
+    assert tt.late_since(gold, T0) is None  # no table yet
+    write_deltalake(str(late), pa.Table.from_pylist([trade]))
+    write_deltalake(str(late), pa.Table.from_pylist([trade, trade]), mode="append")
+    first = tt.commit_time(late, 0)
+    assert first is not None and tt.commit_time(late, 5) is None
+    assert tt.late_since(gold, first) == 2 and tt.late_since(gold, first - timedelta(seconds=1)) == 3
+    assert tt.late_since(gold, tt.commit_time(late, 1)) == 0
 
     # the history per layer: three WRITE commits with the rows each added; the other layers have none yet
     frame = histories(gold)

@@ -139,6 +139,24 @@ def changes_line(diff: pd.DataFrame) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in diff_counts(diff).items() if n) or "no change"
 
 
+def commit_time(path: str | Path, version: int) -> datetime | None:
+    """When ``version`` of the table was committed (UTC); None if the log has no such version."""
+    return next((c.timestamp for c in history(path) if c.version == version), None)
+
+
+def late_since(settings: Settings, when: str | datetime) -> int | None:
+    """Late trades Gold recorded since ``when``: ``late_trades``' rows now minus its rows as of then (time travel
+    on that table). They are the trades that came too late to change a bar (None: no ``late_trades`` table)."""
+    path = settings.late_trades
+    if not table_exists(path):
+        return None
+    from deltalake import DeltaTable
+
+    then = version_at(path, when)
+    before = 0 if then is None else DeltaTable(str(path), version=then).count()
+    return int(DeltaTable(str(path)).count()) - int(before)
+
+
 def bars_at(path: str | Path, version: int | None = None, as_of: str | datetime | None = None) -> pd.DataFrame:
     """The Gold bars of the table at ``path`` now, at ``version`` or as of ``as_of``, sorted by key."""
     dt = open_at(Path(path).name, Path(path), version, as_of)
@@ -186,5 +204,6 @@ def diff_counts(diff: pd.DataFrame) -> dict[str, int]:
     return {kind: int(counts.get(kind, 0)) for kind in CHANGES}
 
 
-__all__ = ["CHANGES", "Commit", "added_line", "bar_counts", "bars_at", "bars_diff", "changes_line", "diff_counts",
-           "halfway", "histories", "history", "history_summary", "layer_tables", "middle_version", "version_at"]
+__all__ = ["CHANGES", "Commit", "added_line", "bar_counts", "bars_at", "bars_diff", "changes_line", "commit_time",
+           "diff_counts", "halfway", "histories", "history", "history_summary", "late_since", "layer_tables",
+           "middle_version", "version_at"]
