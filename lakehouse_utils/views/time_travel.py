@@ -28,8 +28,9 @@ from .sql import open_at, parse_as_of
 KEY = ["exchange", "symbol", "bar_start"]
 VALUES = ["open", "high", "low", "close", "volume", "vwap", "trades", "buy_volume", "sell_volume"]
 CHANGES = ["new", "forming -> final", "updated", "final changed", "final -> forming", "gone"]
-# what each kind of commit calls the rows it added (delta-rs writes and merges, Spark's writes and merges)
-_ADDED = ("num_added_rows", "num_target_rows_inserted", "numOutputRows", "numTargetRowsInserted")
+# what each kind of commit calls the rows it added: delta-rs writes and merges, Spark merges (its numOutputRows
+# counts the rows a merge rewrote too: last), Spark writes
+_ADDED = ("num_added_rows", "num_target_rows_inserted", "numTargetRowsInserted", "numOutputRows")
 
 
 @dataclass(frozen=True)
