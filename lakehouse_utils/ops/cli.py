@@ -115,11 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     end.add_argument("--duration", type=float,
                      help="feed for S seconds (counted from the producer's start, once broker and Spark are up)")
 
-    from . import backfill_cli, engine_cli
+    from . import backfill_cli, engine_cli, sql_cli
 
     engine_cli.add_parser(sub)
-    backfill_cli.add_parser(sub)
-    _HANDLERS["backfill"] = backfill_cli.run  # a command of its own module (ops/backfill_cli.py)
+    for name, module in (("backfill", backfill_cli), ("sql", sql_cli)):  # commands of their own modules
+        module.add_parser(sub)
+        command(name)(module.run)
 
     p = sub.add_parser("check", help="reconcile Bronze with the topic, Silver/quarantine with Bronze, Gold with "
                                      "Silver; exit 1 naming each difference")
