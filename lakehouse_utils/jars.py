@@ -104,7 +104,11 @@ def resolve(group: str, *, force: bool = False, quiet: bool = False) -> Path:
                f"-DoutputDirectory={staged}", "-DincludeScope=runtime"]
         if not quiet:
             print(f"[jars] resolving {group}: {', '.join(GROUPS[group])}", file=sys.stderr)
-        subprocess.run(cmd, check=True, stdout=sys.stderr if not quiet else subprocess.DEVNULL)
+        # Maven's own output (with -q: its colour codes only) is shown when it fails, with what it said
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"Maven could not resolve the {group} jars (exit {done.returncode}):\n"
+                               f"{(done.stdout + done.stderr)[-4000:]}")
         skip = _pyspark_artifacts() if group == "spark" else set()
         if out.exists():
             shutil.rmtree(out)
