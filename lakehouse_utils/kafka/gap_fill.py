@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..sources.backfill import CLIENTS, rest_client, rest_server
-from ..sources.gaps import Gap, record_unfilled, show_ranges
+from ..sources.gaps import Gap, range_ids, record_unfilled, show_ranges
 from ..sources.rest import RestClient, RestCursor, RestError
 from ..sources.trades import Trade
 from .trade_producer import TradeProducer
@@ -173,7 +173,7 @@ class GapFiller:
 
     def _unfilled(self, gap: Gap, ranges: list[tuple[int, int]], why: str) -> None:
         key = f"{gap.exchange} {gap.symbol}"
-        count = sum(b - a + 1 for a, b in ranges)
+        count = range_ids(ranges)
         with self._cond:
             self.ids_unfilled += count
             self.unfilled.setdefault(key, []).extend(ranges)

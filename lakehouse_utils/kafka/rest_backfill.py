@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..sources.backfill import rest_client
-from ..sources.gaps import record_unfilled, show_ranges
+from ..sources.gaps import range_ids, record_unfilled, show_ranges
 from ..sources.rest import BackfillProgress, BackfillReport, RestCursor, RestError
 from ..sources.rest_server import time_ns
 from ..sources.trades import Trade, format_time, normalize_symbol
@@ -81,7 +81,7 @@ class BackfillResult:
 
     @property
     def unfilled_ids(self) -> int:
-        return sum(b - a + 1 for a, b in self.unfilled)
+        return range_ids(self.unfilled)
 
     def line(self) -> str:
         head = f"backfill {self.venue} {self.symbol} {self.range}"

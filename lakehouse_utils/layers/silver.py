@@ -280,15 +280,15 @@ def arrow_schema(df: DataFrame) -> pa.Schema:
 
 
 class Parser:
-    """Bronze rows as Arrow -> ``parse_bronze``'s rows selected to ``columns`` (as Arrow), by ``settings.silver_parse``:
-    in Arrow for canonical rows and in Spark for the rest (``arrow_parse.parse_rows``), or all in Spark."""
+    """Bronze rows as Arrow -> ``parse_bronze``'s rows selected to ``columns`` (as Arrow): in Arrow for canonical
+    rows and in Spark for the rest (``arrow_parse.parse_rows``).  Used when ``settings.silver_parse`` is ``arrow``;
+    its callers (``pipeline.layer_rows``, :func:`start_silver`) keep the whole parse in Spark's job otherwise."""
 
     def __init__(self, spark: SparkSession, settings: Settings, columns: list[Column], keep: tuple[str, ...] = (),
                  raw_of_valid: bool = False, source: DataFrame | None = None) -> None:
         """``source``: a DataFrame shaped like the Bronze rows to come (its schema decides the output's, down to
         nullability; default: read from Bronze's table)."""
         self.spark, self.columns, self.keep, self.raw_of_valid = spark, columns, keep, raw_of_valid
-        self.in_arrow = settings.silver_parse == "arrow"
         shaped = source if source is not None else spark.createDataFrame([], BRONZE_SCHEMA)
         self.schema = arrow_schema(self.spark_parse_df(shaped))
 
@@ -302,8 +302,6 @@ class Parser:
     def __call__(self, rows: pa.Table, stats: dict[str, Any] | None = None) -> pa.Table:
         from .arrow_parse import parse_rows
 
-        if not self.in_arrow:
-            return self.in_spark(rows).cast(self.schema)
         return parse_rows(rows, self.in_spark, self.schema, self.raw_of_valid, stats)
 
 
@@ -313,7 +311,7 @@ def read_bronze_files(spark: SparkSession, settings: Settings, files: list[tuple
     reads them, and ``parser`` (a :class:`Parser` of ``driver_columns``) parses them; without one, Spark does."""
     paths = [str(path) for path, _, _ in files]
     bronze = spark.read.schema(BRONZE_SCHEMA).option("basePath", str(settings.bronze)).parquet(*paths)
-    if parser is None or not parser.in_arrow:
+    if parser is None:
         return to_driver(bronze).toArrow()
     return parser(bronze.toArrow())
 
@@ -330,7 +328,7 @@ def start_silver(spark: SparkSession, settings: Settings, trigger: str | None = 
     def apply(rows: pa.Table, batch_id: int, stats: LayerStats) -> pa.Table:
         return commit_parsed(rows, batch_id, settings, app_id_for(QUERY_NAME, checkpoint), stats)
 
-    parser = Parser(spark, settings, driver_columns())
+    parser = Parser(spark, settings, driver_columns()) if settings.silver_parse == "arrow" else None
     follower = Follower(QUERY_NAME, settings.bronze, settings.silver, checkpoint, trigger or settings.trigger,
                         lambda files: read_bronze_files(spark, settings, files, parser), apply, chain)
     with chain.lock:

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..config import TIMEFRAMES
-from ..sources.gaps import CONSECUTIVE_IDS, id_ranges, show_ranges
+from ..sources.gaps import CONSECUTIVE_IDS, id_ranges, range_ids, show_ranges
 
 LINEAGE = ["topic", "partition", "offset"]
 KEYS = ["exchange", "symbol", "trade_id"]
@@ -293,7 +293,7 @@ def trade_id_gaps(silver: pd.DataFrame, n: int = 5) -> dict[str, dict[str, Any]]
             continue
         ranges = id_ranges(digits)
         out[f"{exchange} {symbol}"] = {"first": int(digits.min()), "last": int(digits.max()),
-                                       "missing": sum(b - a + 1 for a, b in ranges), "ranges": len(ranges),
+                                       "missing": range_ids(ranges), "ranges": len(ranges),
                                        "examples": show_ranges(ranges, n) if ranges else ""}
     return out
 

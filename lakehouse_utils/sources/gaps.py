@@ -41,6 +41,11 @@ def show_ranges(ranges: Iterable[Range], limit: int = 3) -> str:
     return text + (f" +{len(ranges) - limit} more" if len(ranges) > limit else "")
 
 
+def range_ids(ranges: Iterable[Range]) -> int:
+    """How many ids the inclusive ranges ``[(first, last), ...]`` hold."""
+    return sum(b - a + 1 for a, b in ranges)
+
+
 def id_ranges(ids: Iterable[int] | np.ndarray) -> list[Range]:
     """The ranges of ids missing between the smallest and the largest of ``ids`` (repeats allowed)."""
     u = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from .gaps import show_ranges
+from .gaps import range_ids, show_ranges
 from .rest_server import ns_time, time_ns
 from .trades import format_time, normalize_symbol
 
@@ -101,7 +101,7 @@ class BackfillReport:
 
     @property
     def unfilled_ids(self) -> int:
-        return sum(b - a + 1 for a, b in self.unfilled)
+        return range_ids(self.unfilled)
 
     def line(self) -> str:
         """One line for a log or a progress display."""
