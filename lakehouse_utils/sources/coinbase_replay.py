@@ -143,6 +143,7 @@ class CoinbaseAdvancedReplayServer(_CoinbaseReplay):
         super().__init__(recording, speed, **options)
         self.idle_close_s = idle_close_s
         self.idle_closes = 0  # connections closed for idling without heartbeats
+        self.channel_subscribes: dict[str, int] = {}  # subscribe requests answered, by channel
         self._heartbeat_counter = itertools.count(1)
 
     def trade_items(self, frame: Any) -> list[Any] | None:
@@ -169,6 +170,7 @@ class CoinbaseAdvancedReplayServer(_CoinbaseReplay):
                                                                     f"{channel}"}))
             return
         self.subscribe_requests += 1
+        self.channel_subscribes[channel] = self.channel_subscribes.get(channel, 0) + 1
         products = request.get("product_ids")
         if channel == "market_trades":
             why = self._unknown(products)
