@@ -14,6 +14,8 @@ NO_PYTHON := No supported Python found: the project needs Python $(firstword $(P
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JARS   := .jars/spark/.resolved .jars/kafka/.resolved
+# Spark's class-data archive (lakehouse_utils/engine/cds.py): a cold driver JVM maps the classes instead of loading them
+CDS    := .jars/.cds
 DATA   ?= data
 PYTEST_ARGS ?=
 # Jupyter refuses to run as root (containers, CI) unless told to
@@ -26,7 +28,7 @@ DASHBOARD_PORT ?= 8866
 
 .PHONY: setup test bench-smoke unit lint lab demo cluster-demo notebooks nbval bench e2e dashboard clean reset jars
 
-setup: $(STAMP) $(JARS)
+setup: $(STAMP) $(JARS) $(CDS)
 
 $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "Java 17 is needed (conda env create -f environment.yml, or apt install openjdk-17-jdk-headless)"; exit 1; }
@@ -40,6 +42,10 @@ $(STAMP): pyproject.toml
 $(JARS) &: $(STAMP) lakehouse_utils/jars.py
 	$(PY) -m lakehouse_utils.jars
 	touch $(JARS)
+
+$(CDS): $(JARS) lakehouse_utils/engine/cds.py lakehouse_utils/ops/class_archive.py
+	$(PY) -m lakehouse_utils.ops.class_archive --force
+	touch $@
 
 jars: setup
 

@@ -10,6 +10,7 @@ import threading
 from pyspark.sql import SparkSession
 
 from .. import jars
+from . import cds
 from ..config import Settings
 
 _lock = threading.Lock()
@@ -70,8 +71,10 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse",
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.ui.enabled", str(settings.spark_ui).lower())
         )
+        driver: dict[str, str] = {}
         if not submitted and not os.environ.get("LAKEHOUSE_SKIP_JARS"):
             builder = builder.config("spark.jars", ",".join(str(p) for p in jars.jars("spark")))
+            driver = cds.driver_conf()  # the class-data archive made at setup, if this JVM and jars match it
         if settings.spark_ui and not submitted:
             builder = builder.config("spark.ui.port", str(_free_port()))
         if connect is not None:
@@ -83,6 +86,10 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse",
                        # a kernel's session left idle (a notebook open over lunch) stays usable
                        .config("spark.connect.session.manager.defaultSessionTimeout", "7d"))
         for key, value in settings.extra.items():
+            if key in driver:  # the user's driver options and classpath go after the archive's
+                value = f"{driver.pop(key)}{' ' if key.endswith('Options') else os.pathsep}{value}"
+            builder = builder.config(key, value)
+        for key, value in driver.items():
             builder = builder.config(key, value)
         spark = _session = builder.getOrCreate()  # under spark-submit: the submitted session
         spark.sparkContext.setLogLevel(os.environ.get("LAKEHOUSE_SPARK_LOG", "ERROR"))
