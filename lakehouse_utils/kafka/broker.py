@@ -67,7 +67,7 @@ class LocalKafka:
     """A single-node KRaft broker+controller on 127.0.0.1:``port`` (controller on ``port + 1``)."""
 
     def __init__(self, data_dir: str | Path = "data/kafka", port: int = DEFAULT_PORT,
-                 heap: str = "384m", security: BrokerSecurity | None = None,
+                 heap: str = "256m", security: BrokerSecurity | None = None,
                  config: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
