@@ -65,6 +65,22 @@ def test_password_is_masked_everywhere_settings_are_shown() -> None:
                                                "CA /etc/kafka/ca.pem)")
     assert connection(settings).redact(f"boom {PASSWORD} keypass-987") == "boom *** ***"
     assert Settings(kafka_sasl_password=PASSWORD).kafka_sasl_password.reveal() == PASSWORD  # str accepted
+    # the client configurations built from them: the values go to the clients, a repr shows ***
+    from lakehouse_utils.kafka.trade_producer import TradeProducer
+
+    plain = {k: v for k, v in SECURE_ENV.items() if "SSL_CA" not in k}  # the CA above is not a file here
+    producer = TradeProducer(Settings.from_env({**plain, "LAKEHOUSE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}), "t",
+                             ensure_topics=False)
+    try:
+        configs = [client_config(settings), spark_options(settings), producer.config, client_config(settings).copy(),
+                   client_config(settings) | {"group.id": "g"}]
+        assert producer.config["sasl.password"] == PASSWORD and "***" in repr(producer.config)
+        for conf in configs:
+            for text in (repr(conf), str(conf), f"{conf}", f"{conf!r}", repr([conf])):
+                assert PASSWORD not in text and "keypass-987" not in text, text
+        assert "'kafka.sasl.jaas.config': '***'" in repr(spark_options(settings))
+    finally:
+        producer.close(timeout=1)
 
 
 def test_properties_file_java_spelling_with_env_on_top(tmp_path: Path) -> None:

@@ -57,6 +57,31 @@ _SECRETS = {"sasl_password", "ssl_key_password"}
 _SECURITY_ERRORS = {KafkaError._AUTHENTICATION: "authentication", KafkaError._SSL: "TLS"}
 
 
+# config keys whose values are secrets: a password, a private key, a JAAS line holding a password
+SECRET_KEYS = frozenset({"sasl.password", "ssl.key.password", "sasl.jaas.config", "ssl.keystore.key",
+                         "ssl.keystore.password", "ssl.truststore.password", "ssl.key.pem"})
+
+
+class ClientConf(dict[str, Any]):
+    """A client configuration (librdkafka's or Java's, keys bare or ``kafka.``-prefixed) that shows ``***`` for
+    each secret value in its repr and str (a notebook cell, a log line, an exception's message); the values
+    themselves are what the clients get."""
+
+    def _shown(self) -> dict[str, Any]:
+        return {k: ("***" if k.removeprefix("kafka.") in SECRET_KEYS and v else v) for k, v in self.items()}
+
+    def __repr__(self) -> str:
+        return repr(self._shown())
+
+    __str__ = __repr__
+
+    def copy(self) -> ClientConf:
+        return ClientConf(self)
+
+    def __or__(self, other: Any) -> ClientConf:
+        return ClientConf({**self, **other})
+
+
 class KafkaSecurityError(KafkaException):
     """The broker refused our credentials or TLS failed: retrying will not help (message has no password)."""
 
@@ -120,8 +145,8 @@ class KafkaConnection:
         return text
 
     # -- librdkafka ----------------------------------------------------------------------------
-    def librdkafka(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+    def librdkafka(self) -> ClientConf:
+        conf = ClientConf({"bootstrap.servers": self.bootstrap})
         if self.security_protocol == "PLAINTEXT":
             return conf
         conf["security.protocol"] = self.security_protocol.lower()
@@ -141,8 +166,8 @@ class KafkaConnection:
         return conf
 
     # -- the Java client (Spark's Kafka source and sink) --------------------------------------
-    def java(self) -> dict[str, str]:
-        conf = {"bootstrap.servers": self.bootstrap}
+    def java(self) -> ClientConf:
+        conf = ClientConf({"bootstrap.servers": self.bootstrap})
         if self.security_protocol == "PLAINTEXT":
             return conf
         conf["security.protocol"] = self.security_protocol
@@ -190,14 +215,14 @@ def from_settings(settings: Settings) -> KafkaConnection:
     return KafkaConnection(settings.bootstrap, verify_hostname=verify, **values)
 
 
-def client_config(conn: Conn, **extra: Any) -> dict[str, Any]:
+def client_config(conn: Conn, **extra: Any) -> ClientConf:
     """The confluent-kafka config of a producer, consumer or admin client, plus ``extra`` settings."""
-    return {**connection(conn).librdkafka(), **extra}
+    return ClientConf({**connection(conn).librdkafka(), **extra})
 
 
-def spark_options(conn: Conn) -> dict[str, str]:
+def spark_options(conn: Conn) -> ClientConf:
     """Options of Spark's Kafka source/sink: every Java client setting with the ``kafka.`` prefix."""
-    return {f"kafka.{k}": v for k, v in connection(conn).java().items()}
+    return ClientConf({f"kafka.{k}": v for k, v in connection(conn).java().items()})
 
 
 class _Client(Protocol):

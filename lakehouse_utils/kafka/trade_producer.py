@@ -29,7 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ..sources.trades import SCHEMA_VERSION, Rejected, Trade, kafka_key
 from .delivery import DeliveryBook, error_text
-from .kafka_conf import Conn, client_config, connection
+from .kafka_conf import ClientConf, Conn, client_config, connection
 from .topics import ensure_topic
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class TradeProducer(DeliveryBook):
         self.partitions = partitions
         self.retention_ms = retention_ms
         self.stop_event = stop
-        self.config: dict[str, Any] = {
+        self.config = ClientConf({  # its repr shows *** for a password
             **client_config(self.connection),
             "enable.idempotence": True,
             "acks": "all",
@@ -112,7 +112,7 @@ class TradeProducer(DeliveryBook):
             "logger": _rdkafka_log,  # not raw stderr lines
             "error_cb": self._on_client_error,  # e.g. the broker is unreachable: kept for the status line
             **(config or {}),
-        }
+        })
         # trades: failures are reported, successes are not (see ``delivered``)
         self._producer: Producer | None = Producer({**self.config, "delivery.report.only.error": True})
         self._dlq_producer: Producer | None = None  # made on the first dead letter; reports every message
