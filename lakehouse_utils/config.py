@@ -102,6 +102,10 @@ class Settings:
     rest_url: str | None = None
     rest_page_size: int | None = None
     rest_min_interval_s: float | None = None
+    # table maintenance from the live pipeline (``lakehouse maintain`` on a thread of its own, README "Operations"):
+    # every ``maintain_every`` batches (0: never), keeping time travel back ``maintain_retain`` (7d, 12h, 30m)
+    maintain_every: int = 3600
+    maintain_retain: str = "7d"
     # where the servers the project starts listen (Spark UI/driver, replay server); see README "Operations"
     bind_host: str = "127.0.0.1"
     # Kafka client security (``None`` = not set here: the properties file, then PLAINTEXT defaults apply)

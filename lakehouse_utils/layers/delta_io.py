@@ -12,13 +12,36 @@ Spark's streaming sources read these tables and Delta's idempotent-write ids wor
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+COMMIT_TRIES = 5
+
+
+def _retrying(what: str, path: str | Path, op: Callable[[], T]) -> T:
+    """``op()`` again (on the table as it is now) when a concurrent commit conflicts with it, e.g. ``lakehouse
+    maintain`` compacting the files a Gold replace read: the batch's commit is idempotent (its app id), so
+    trying it again on the new version is exact."""
+    for attempt in range(COMMIT_TRIES):
+        try:
+            return op()
+        except CommitFailedError as exc:
+            if attempt == COMMIT_TRIES - 1:
+                raise
+            log.warning("%s of %s met a concurrent commit (%s): trying again", what, path, str(exc)[:200])
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def _table(path: str | Path) -> DeltaTable:
@@ -53,24 +76,30 @@ def _commit(app_id: str | None, batch_id: int | None) -> CommitProperties | None
 
 def append(path: str | Path, data: pa.Table, app_id: str | None = None, batch_id: int | None = None) -> bool:
     """Append ``data``; with (app_id, batch_id) a no-op if that batch was committed already. True if written."""
-    dt = _table(path)
-    if data.num_rows == 0 or _done(dt, app_id, batch_id):
-        return False
-    write_deltalake(dt, conform(data, dt), mode="append", commit_properties=_commit(app_id, batch_id))
-    write_checksum(dt)
-    return True
+    def once() -> bool:
+        dt = _table(path)
+        if data.num_rows == 0 or _done(dt, app_id, batch_id):
+            return False
+        write_deltalake(dt, conform(data, dt), mode="append", commit_properties=_commit(app_id, batch_id))
+        write_checksum(dt)
+        return True
+
+    return _retrying("append", path, once)
 
 
 def replace(path: str | Path, data: pa.Table, predicate: str, app_id: str | None = None,
             batch_id: int | None = None) -> bool:
     """Replace the rows matching ``predicate`` by ``data`` (every row of which must match it), one commit."""
-    dt = _table(path)
-    if _done(dt, app_id, batch_id):
-        return False
-    write_deltalake(dt, conform(data, dt), mode="overwrite", predicate=predicate,
-                    commit_properties=_commit(app_id, batch_id))
-    write_checksum(dt)
-    return True
+    def once() -> bool:
+        dt = _table(path)
+        if _done(dt, app_id, batch_id):
+            return False
+        write_deltalake(dt, conform(data, dt), mode="overwrite", predicate=predicate,
+                        commit_properties=_commit(app_id, batch_id))
+        write_checksum(dt)
+        return True
+
+    return _retrying("replace", path, once)
 
 
 def add_columns(path: str | Path, columns: list[tuple[str, str]]) -> list[str]:
@@ -102,7 +131,11 @@ def compact(path: str | Path, min_files: int = 24, partition_filters: list[tuple
     files = dt.file_uris(file_pruning_predicate=partition_filters) if partition_filters else dt.file_uris()
     if len(files) <= min_files:
         return 0
-    metrics = dt.optimize.compact(partition_filters=partition_filters)  # type: ignore[arg-type]
+    try:
+        metrics = dt.optimize.compact(partition_filters=partition_filters)  # type: ignore[arg-type]
+    except CommitFailedError as exc:  # another compaction (lakehouse maintain) or a replace got there first
+        log.info("compaction of %s skipped: a concurrent commit (%s)", path, str(exc)[:200])
+        return 0
     write_checksum(dt)
     return int(metrics.get("numFilesRemoved", 0))
 

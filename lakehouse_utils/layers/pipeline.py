@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from ..config import Settings
-from . import bronze, gold, silver
+from . import bronze, gold, maintenance, silver
 from .gold_writer import GoldWriter, start_idle_finalizer
 from .query_progress import LayerStats
 from .streaming import (
@@ -107,6 +107,7 @@ def start_pipeline(spark: SparkSession, settings: Settings, trigger: str | None 
             stats["_parse_ms"] = round(1000 * (time.perf_counter() - t0)) - stats["_spark_ms"]
         bronze.count_skipped(checkpoint, batch_id, rows, stats)  # offsets lost to retention (--allow-data-loss)
         process_batch(rows, batch_id, settings, checkpoint, spark, stats)
+        maintenance.maybe_in_background(settings, batch_id)  # every maintain_every batches, beside the stream
 
     with scheduler_pool(spark, QUERY_NAME):
         query = (  # the transformation is built once, on the stream: building it per batch cost ~0.5 s here

@@ -115,10 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     end.add_argument("--duration", type=float,
                      help="feed for S seconds (counted from the producer's start, once broker and Spark are up)")
 
-    from . import backfill_cli, engine_cli, sql_cli
+    from . import backfill_cli, engine_cli, maintain_cli, sql_cli
 
     engine_cli.add_parser(sub)
-    for name, module in (("backfill", backfill_cli), ("sql", sql_cli)):  # commands of their own modules
+    for name, module in (("backfill", backfill_cli), ("sql", sql_cli), ("maintain", maintain_cli)):  # commands of their own modules
         module.add_parser(sub)
         command(name)(module.run)
 

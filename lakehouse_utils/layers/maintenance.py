@@ -1,0 +1,206 @@
+"""Table maintenance (``lakehouse maintain``): compact, vacuum what nobody can need any more, checkpoint the log.
+
+Streams add a small file per micro-batch; the layers compact them as they go (``delta_io.compact``), but the
+files a compaction replaced stay on disk, and every table's log grows by a JSON commit per batch. For each table
+:func:`maintain_table`:
+
+1. **compacts** it (``dataChange = false``: writers go on beside it, readers and followers skip it);
+2. **vacuums** the files earlier commits removed, except those a reader may still need. The first version kept,
+   ``k0``, is the earlier of: the version current at ``now - retain`` (time travel stays possible back to then;
+   ``retain`` is never under a minute, so a reader in the middle of a read keeps its files), and the first version
+   a *follower* has not processed yet (Silver follows Bronze's table, Gold Silver's, version by version:
+   ``layers.follow``; a layer stopped for a week still finds every file it needs). A removed file goes only if
+   no version from ``k0`` on holds it. Only files the log removed are candidates: a file being written and not
+   committed yet is never touched;
+3. writes a **log checkpoint** (readers load one Parquet file instead of replaying every JSON commit) and drops
+   log entries past Delta's log retention (``delta.logRetentionDuration``, 30 days) unless a follower still needs
+   them.
+
+Uses delta-rs only: no JVM, safe to run beside the demo, the engine or a notebook.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deltalake import DeltaTable
+
+from ..config import Settings
+from .delta_io import compact, write_checksum
+from .follow import processed_version
+from .streaming import LAYER_CHECKPOINTS
+
+log = logging.getLogger(__name__)
+MIN_RETAIN_S = 60.0
+EXACT_VERSIONS = 200  # up to this many versions kept, vacuum keeps exactly their files; beyond, by whole hours
+LOG_RETENTION_S = 30 * 86400.0
+
+
+@dataclass
+class TableMaintenance:
+    name: str
+    path: Path
+    version: int = -1  # the table's version after maintenance
+    compacted: int = 0  # small files replaced by compaction
+    vacuumed: int = 0  # removed files deleted
+    bytes_freed: int = 0
+    kept_from: int | None = None  # k0: every file a version from here on holds is kept
+    held_by: str | None = None  # "silver's follower (version 41 done)" when it, not the window, set k0
+    checkpoint: bool = False
+    logs_removed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        if self.version < 0:
+            return f"{self.name}: {'; '.join(self.notes) or 'no table'}"
+        held = f", held by {self.held_by}" if self.held_by else ""
+        return (f"{self.name}: v{self.version}, compacted {self.compacted} file(s), vacuumed {self.vacuumed} "
+                f"({self.bytes_freed / 1e6:.1f} MB), kept from v{self.kept_from}{held}"
+                f"{', log checkpoint' if self.checkpoint else ''}"
+                f"{f', {self.logs_removed} old log file(s) removed' if self.logs_removed else ''}"
+                f"{''.join(f'; {n}' for n in self.notes)}")
+
+
+def tables(settings: Settings) -> dict[str, Path]:
+    """Every table of the data dir, by short name (as ``lakehouse sql`` names them)."""
+    out = {"bronze": settings.bronze, "silver": settings.silver, "quarantine": settings.quarantine}
+    out.update({f"gold_{tf}": settings.bars_table(tf) for tf in ("1m", "5m", "1h")})
+    out.update({"late_trades": settings.late_trades, "alerts": settings.alerts_table})
+    return out
+
+
+def followers(settings: Settings) -> dict[Path, tuple[int, str]]:
+    """Source table -> (first version its follower still needs, who): Silver follows Bronze, Gold Silver."""
+    out: dict[Path, tuple[int, str]] = {}
+    for layer, checkpoint, source in (("silver", LAYER_CHECKPOINTS[1], settings.bronze),
+                                      ("gold", LAYER_CHECKPOINTS[2], settings.silver)):
+        done = processed_version(settings.checkpoint(checkpoint))
+        if done is not None:
+            out[Path(source)] = (done + 1, f"{layer}'s follower (version {done} done)")
+    return out
+
+
+def _commit_time(table: Path, version: int) -> float | None:
+    try:
+        return (table / "_delta_log" / f"{version:020d}.json").stat().st_mtime
+    except OSError:
+        return None
+
+
+def version_at(table: Path, when: float, latest: int) -> int:
+    """The version current at ``when`` (the newest committed at or before it; the oldest left if none was)."""
+    lo, hi, found = 0, latest, None
+    while lo <= hi:  # commit times rise with the version
+        mid = (lo + hi) // 2
+        t = _commit_time(table, mid)
+        if t is None:  # cleaned from the log: older than anything kept
+            lo = mid + 1
+        elif t <= when:
+            found, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return found if found is not None else min(lo, latest)
+
+
+def _vacuum(dt: DeltaTable, table: Path, k0: int, latest: int, now: float) -> list[str]:
+    if latest - k0 <= EXACT_VERSIONS:
+        return dt.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False,
+                         keep_versions=list(range(k0, latest + 1)))
+    since = _commit_time(table, k0)
+    hours = math.ceil((now - since) / 3600) if since is not None else None  # rounded up: keeps more, never less
+    return dt.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False)
+
+
+def maintain_table(name: str, path: Path, retain_s: float, needed: tuple[int, str] | None = None,
+                   now: float | None = None) -> TableMaintenance:
+    """Compact, vacuum and checkpoint one table (see the module)."""
+    report = TableMaintenance(name, Path(path))
+    if not (Path(path) / "_delta_log").is_dir():
+        report.notes.append("no table yet")
+        return report
+    retain_s = max(retain_s, MIN_RETAIN_S)
+    report.compacted = compact(path, min_files=1)
+    dt = DeltaTable(str(path))
+    latest = dt.version()
+    now = time.time() if now is None else now
+    k0 = version_at(Path(path), now - retain_s, latest)
+    if needed is not None and needed[0] < k0:
+        k0, report.held_by = max(needed[0], 0), needed[1]
+    report.kept_from = k0
+    candidates = _vacuum(dt, Path(path), k0, latest, now)
+    for rel in candidates:
+        file = Path(path) / rel
+        try:
+            size = file.stat().st_size
+            file.unlink()
+        except FileNotFoundError:
+            continue
+        report.vacuumed += 1
+        report.bytes_freed += size
+    dt = DeltaTable(str(path))
+    dt.create_checkpoint()
+    report.checkpoint = True
+    oldest_needed = _commit_time(Path(path), needed[0]) if needed is not None else None
+    if oldest_needed is None or now - oldest_needed < LOG_RETENTION_S:
+        before = len(list((Path(path) / "_delta_log").glob("*.json")))
+        dt.cleanup_metadata()
+        report.logs_removed = before - len(list((Path(path) / "_delta_log").glob("*.json")))
+    else:
+        report.notes.append("old log kept: a follower still needs it")
+    write_checksum(dt)
+    report.version = dt.version()
+    return report
+
+
+def maintain(settings: Settings, retain_s: float = 7 * 86400.0,
+             only: list[str] | None = None) -> list[TableMaintenance]:
+    """:func:`maintain_table` on every table (or the ``only`` ones), each with what its follower needs."""
+    needs = followers(settings)
+    out = []
+    for name, path in tables(settings).items():
+        if only and name not in only:
+            continue
+        try:
+            out.append(maintain_table(name, path, retain_s, needs.get(Path(path))))
+        except Exception as exc:  # one table's failure is reported; the others are still maintained
+            failed = TableMaintenance(name, Path(path))
+            failed.notes.append(f"failed: {type(exc).__name__}: {str(exc)[:300]}")
+            out.append(failed)
+    return out
+
+
+_running = threading.Lock()
+
+
+def maybe_in_background(settings: Settings, batch_id: int) -> threading.Thread | None:
+    """Every ``settings.maintain_every`` batches of a live pipeline, :func:`maintain` on a thread of its own
+    (one at a time; a batch never waits for it: its commits retry on a conflict with it, ``delta_io``)."""
+    every = settings.maintain_every
+    if every <= 0 or batch_id % every != every - 1 or not _running.acquire(blocking=False):
+        return None
+
+    def run() -> None:
+        try:
+            from datetime import UTC, datetime
+
+            from ..kafka.rest_backfill import parse_when
+
+            now = datetime.now(UTC)
+            reports = maintain(settings, (now - parse_when(settings.maintain_retain, now)).total_seconds())
+            log.info("maintenance after batch %d: %s", batch_id, " | ".join(r.line() for r in reports))
+        except Exception:
+            log.exception("maintenance after batch %d failed", batch_id)
+        finally:
+            _running.release()
+
+    thread = threading.Thread(target=run, name="lakehouse-maintain", daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = ["MIN_RETAIN_S", "TableMaintenance", "followers", "maintain", "maintain_table", "maybe_in_background", "tables", "version_at"]

@@ -1,0 +1,152 @@
+"""`lakehouse maintain` (layers/maintenance.py): what it deletes and what it keeps, on real Delta tables
+(delta-rs), with the commits' ages set on their log files (Delta's commit time); and beside a running demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from lakehouse_utils.config import Settings
+from lakehouse_utils.layers.follow import STATE, added_files
+from lakehouse_utils.layers.maintenance import maintain, maintain_table, version_at
+from lakehouse_utils.layers.streaming import LAYER_CHECKPOINTS
+from lakehouse_utils.ops.cli import main
+
+
+def build(path: Path, batches: int = 60, every: int = 10, age_s: float = 3600.0) -> float:
+    """``batches`` appends of one row, a compaction after every ``every``; commit i made ``age_s`` - i*step ago."""
+    for i in range(batches):
+        write_deltalake(str(path), pa.table({"i": [i]}), mode="append")
+        if i % every == every - 1:
+            DeltaTable(str(path)).optimize.compact()
+    latest = DeltaTable(str(path)).version()
+    now = time.time()
+    step = age_s / (latest + 1)
+    for v in range(latest + 1):
+        t = now - age_s + v * step
+        os.utime(path / "_delta_log" / f"{v:020d}.json", (t, t))
+    return now
+
+
+def files_of(path: Path, version: int) -> set[str]:
+    dt = DeltaTable(str(path), version=version)
+    return {Path(u).name for u in dt.file_uris()}
+
+
+def on_disk(path: Path) -> set[str]:
+    return {p.name for p in path.glob("*.parquet")}
+
+
+def test_vacuum_keeps_every_file_of_the_window_and_only_those(tmp_path: Path) -> None:
+    table = tmp_path / "t"
+    now = build(table)
+    latest = DeltaTable(str(table)).version()
+    (table / "part-uncommitted-being-written.parquet").write_bytes(b"not committed yet")
+    before = on_disk(table)
+    report = maintain_table("t", table, retain_s=20 * 60, now=now)
+    k0 = version_at(table, now - 20 * 60, latest)
+    assert report.kept_from == k0 and 0 < k0 < latest and report.held_by is None
+    kept = on_disk(table)
+    needed = set().union(*(files_of(table, v) for v in range(k0, report.version + 1)))
+    assert needed <= kept  # time travel within the window reads every version
+    assert "part-uncommitted-being-written.parquet" in kept  # never a file the log does not remove
+    gone = before - kept
+    assert report.vacuumed == len(gone) > 0 and report.bytes_freed > 0
+    assert not gone & needed and all(not (table / name).exists() for name in gone)
+    assert DeltaTable(str(table)).to_pyarrow_table().num_rows == 60  # the table itself: every row
+    assert DeltaTable(str(table), version=k0).to_pyarrow_table().num_rows > 0
+    assert report.checkpoint and list((table / "_delta_log").glob("*.checkpoint.parquet"))
+    again = maintain_table("t", table, retain_s=20 * 60, now=now)  # nothing left to delete
+    assert again.vacuumed == 0
+
+
+def test_a_stopped_follower_holds_the_files_it_has_not_read(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    now = build(settings.bronze)
+    latest = DeltaTable(str(settings.bronze)).version()
+    done = 12  # Silver stopped long ago, after version 12 of Bronze
+    checkpoint = settings.checkpoint(LAYER_CHECKPOINTS[1])
+    checkpoint.mkdir(parents=True)
+    (checkpoint / STATE).write_text(json.dumps({"batch": 3, "done": done}))
+    reports = {r.name: r for r in maintain(settings, retain_s=60)}
+    bronze = reports["bronze"]
+    assert bronze.kept_from == done + 1 and "silver's follower (version 12 done)" in bronze.held_by
+    assert bronze.vacuumed > 0  # what was removed at or before version 13 goes
+    for file, _, _ in added_files(settings.bronze, done, latest):  # Silver, started again, finds each of them
+        assert file.exists(), file
+    assert reports["silver"].line() == "silver: no table yet"
+    del now
+
+
+def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    build(settings.silver, batches=30)
+    assert main(["maintain", "--data-dir", str(settings.data_dir), "--retain", "10m"]) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[1].startswith("silver: v") and "vacuumed" in out.out
+    assert "file(s) deleted" in out.err
+    assert main(["maintain", "--data-dir", str(settings.data_dir), "--retain", "soon"]) == 2
+    assert "error: --retain" in capsys.readouterr().err
+    assert main(["maintain", "--data-dir", str(settings.data_dir), "--table", "gold"]) == 2
+    assert "unknown table(s) gold" in capsys.readouterr().err
+    assert main(["maintain", "--data-dir", str(settings.data_dir), "--retain", "0s", "--table", "silver"]) == 0
+    assert "keeping 60s" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_maintain_beside_the_running_demo_frees_files_and_gold_stays_exact(tmp_path: Path) -> None:
+    from lakehouse_utils.procs import free_port_pair
+    from tests.test_pipeline import assert_gold_matches
+
+    data = tmp_path / "data"
+    env = dict(os.environ, LAKEHOUSE_SPARK_UI="false")
+    demo = subprocess.Popen([sys.executable, "-m", "lakehouse_utils.ops.cli", "demo", "--data-dir", str(data),
+                             "--broker-port", str(free_port_pair()), "--speed", "40", "--until-drained"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    settings = Settings(data_dir=data, spark_ui=False)
+    freed, runs = 0, 0
+    try:
+        deadline = time.monotonic() + 300
+        while demo.poll() is None and time.monotonic() < deadline:
+            time.sleep(15)
+            if not (settings.silver / "_delta_log").is_dir():
+                continue
+            result = subprocess.run([sys.executable, "-m", "lakehouse_utils.ops.cli", "maintain", "--data-dir",
+                                     str(data), "--retain", "1m"], capture_output=True, text=True, env=env,
+                                    timeout=120)
+            assert result.returncode == 0, result.stdout + result.stderr
+            runs += 1
+            freed += sum(int(line.split("vacuumed ")[1].split(" ")[0]) for line in result.stdout.splitlines()
+                         if "vacuumed " in line)
+        output = demo.communicate(timeout=300)[0]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, output[-3000:]
+    assert "Traceback" not in output and "error" not in output.lower(), output[-3000:]
+    assert runs >= 3 and freed > 0  # it ran beside the demo, and deleted what compactions had replaced
+    assert_gold_matches(settings)
+
+
+def test_the_live_pipeline_maintains_every_n_batches_on_a_thread(tmp_path: Path) -> None:
+    from lakehouse_utils.layers.maintenance import maybe_in_background
+
+    settings = Settings(data_dir=tmp_path / "data", maintain_every=5, maintain_retain="10m")
+    build(settings.silver, batches=40)
+    before = on_disk(settings.silver)
+    assert [maybe_in_background(settings, b) for b in (0, 1, 2, 3)] == [None] * 4  # not its batch
+    thread = maybe_in_background(settings, 4)
+    assert thread is not None
+    thread.join(60)
+    assert len(on_disk(settings.silver)) < len(before)  # it vacuumed
+    assert DeltaTable(str(settings.silver)).to_pyarrow_table().num_rows == 40
+    assert maybe_in_background(settings.with_(maintain_every=0), 4) is None  # off
