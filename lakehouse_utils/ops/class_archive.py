@@ -60,8 +60,6 @@ def build(force: bool = False) -> Path | None:
     if path.is_file() and not force:
         print(f"[cds] class-data archive present: {path.name} ({path.stat().st_size / 1e6:.0f} MB)")
         return path
-    for old in path.parent.glob("spark-classes-*.jsa"):  # archives of another JVM or jar set
-        old.unlink(missing_ok=True)
     part = path.with_suffix(".part")
     part.unlink(missing_ok=True)
     data = Path(tempfile.mkdtemp(prefix="lakehouse-cds-"))
@@ -73,8 +71,8 @@ def build(force: bool = False) -> Path | None:
                                 timeout=900)
         if result.returncode != 0 or not part.is_file() or part.stat().st_size == 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-            print(f"[cds] not built (exit {result.returncode}); Spark starts without it. Its output:\n{tail}",
-                  file=sys.stderr)
+            print(f"[cds] not built (exit {result.returncode}); Spark starts without it (try again: python -m "
+                  f"lakehouse_utils.ops.class_archive). Its output:\n{tail}", file=sys.stderr)
             part.unlink(missing_ok=True)
             return None
     except subprocess.TimeoutExpired:
@@ -84,6 +82,9 @@ def build(force: bool = False) -> Path | None:
     finally:
         shutil.rmtree(data, ignore_errors=True)
     part.rename(path)
+    for old in path.parent.glob("spark-classes-*.jsa"):  # archives of another JVM or jar set: never used again
+        if old != path:
+            old.unlink(missing_ok=True)
     print(f"[cds] class-data archive built in {time.monotonic() - t0:.0f}s: {path} "
           f"({path.stat().st_size / 1e6:.0f} MB)")
     return path
