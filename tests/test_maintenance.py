@@ -29,6 +29,8 @@ def build(path: Path, batches: int = 60, every: int = 10, age_s: float = 3600.0)
             DeltaTable(str(path)).optimize.compact()
     latest = DeltaTable(str(path)).version()
     now = time.time()
+    for file in path.glob("*.parquet"):  # the data as old as the log
+        os.utime(file, (now - age_s, now - age_s))
     step = age_s / (latest + 1)
     for v in range(latest + 1):
         t = now - age_s + v * step
@@ -49,6 +51,7 @@ def test_vacuum_keeps_every_file_of_the_window_and_only_those(tmp_path: Path) ->
     table = tmp_path / "t"
     now = build(table)
     latest = DeltaTable(str(table)).version()
+    DeltaTable(str(table)).create_checkpoint()  # what was removed before a log checkpoint is found too
     (table / "part-uncommitted-being-written.parquet").write_bytes(b"not committed yet")
     before = on_disk(table)
     report = maintain_table("t", table, retain_s=20 * 60, now=now)
@@ -137,11 +140,12 @@ def test_maintain_beside_the_running_demo_then_it_frees_files_and_gold_stays_exa
     assert "Traceback" not in output and "error:" not in output.lower() and "failed" not in output, output[-3000:]
     assert runs >= 3
     assert_gold_matches(settings)
-    # the commits made two minutes older (as if the demo had run then): what compactions replaced is deleted
-    for log in data.rglob("_delta_log"):
-        for commit in log.glob("*.json"):
-            t = commit.stat().st_mtime - 120
-            os.utime(commit, (t, t))
+    # every table's files and commits made two minutes older (as if the demo had run then): what compactions
+    # replaced is deleted
+    for table in {log.parent for log in data.rglob("_delta_log")}:
+        for file in [*table.rglob("*.parquet"), *table.glob("_delta_log/*.json")]:
+            t = file.stat().st_mtime - 120
+            os.utime(file, (t, t))
     assert maintain_cli() > 0
     assert_gold_matches(settings)  # every table still reads whole
 
