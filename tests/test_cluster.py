@@ -7,7 +7,11 @@ the broker is the session's embedded Kafka.  Gold is compared with bars computed
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_utils.config import Settings
-from lakehouse_utils.engine.cluster import ClusterSpec, LocalCluster
+from lakehouse_utils.engine.cluster import ClusterSpec, LocalCluster, submit_env
 from lakehouse_utils.kafka.broker import LocalKafka
 from lakehouse_utils.ops.cli import main
 from lakehouse_utils.ops.cluster_demo import SYNTHETIC_PAIRS, run_cluster_demo
@@ -55,6 +59,7 @@ def test_jobs_on_two_workers_stay_exact_when_one_worker_is_killed(kafka: LocalKa
         assert main(["cluster", "status", *flags]) == 0
         shown = capsys.readouterr().out
         assert f"spark://127.0.0.1:{port}" in shown and "workers: 2 alive of 2" in shown
+        assert_only_applications_with_the_secret_get_in(cluster, list(pids.values()))
 
         killed: list[int] = []
 
@@ -97,3 +102,43 @@ def test_jobs_on_two_workers_stay_exact_when_one_worker_is_killed(kafka: LocalKa
     finally:
         main(["cluster", "stop", *flags])
     assert cluster.status().running is False and cluster.pid("master") is None
+
+
+STRANGER = """
+from pyspark.sql import SparkSession
+SparkSession.builder.master({url!r}).appName("stranger").config("spark.ui.enabled", "false").getOrCreate()
+print("REGISTERED", flush=True)
+"""
+
+
+def assert_only_applications_with_the_secret_get_in(cluster: LocalCluster, daemons: list[int]) -> None:
+    """spark.authenticate: the secret lives in a 0600 properties file, on no command line; an application that
+    does not know it is refused by the master (its log says why) and never registers."""
+    auth = cluster.auth_file
+    assert auth.stat().st_mode & 0o777 == 0o600
+    secret = auth.read_text().split("spark.authenticate.secret ")[1].strip()
+    assert len(secret) == 64
+    for pid in daemons:
+        assert secret not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    env = {k: v for k, v in submit_env().items() if k != "PYSPARK_SUBMIT_ARGS"}
+    log = cluster.logs / "master.log"
+    size = log.stat().st_size
+    stranger = subprocess.Popen([sys.executable, "-c", STRANGER.format(url=cluster.master_url)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        refused = ""
+        while time.monotonic() < deadline and not refused:
+            with open(log, errors="replace") as fh:
+                fh.seek(size)
+                said = fh.read()
+            refused = next((line for line in said.splitlines() if "SASL" in line or "Sasl" in line
+                            or "uthenticat" in line), "")
+            time.sleep(0.5)
+        assert refused, f"the master did not refuse the stranger; its log since: {said[-2000:]}"
+        page = cluster.master_json()
+        assert page is not None and not any(a["name"] == "stranger" for a in page.get("activeapps", []))
+    finally:
+        os.killpg(stranger.pid, 9)
+        stranger.wait(30)
+    assert "REGISTERED" not in (stranger.stdout.read() if stranger.stdout else "")

@@ -151,3 +151,34 @@ def test_scram_sha_512_from_a_properties_file_and_a_wrong_password(sasl_broker, 
     assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in out.err
     assert elapsed < 60, elapsed
     assert wrong not in out.out + out.err and BOB not in out.out + out.err
+
+
+def test_mutual_tls_end_to_end_and_a_client_without_a_certificate(tmp_path: Path, spark, topic: str,
+                                                                  monkeypatch: pytest.MonkeyPatch, capfd,
+                                                                  caplog) -> None:
+    """A broker that requires a client certificate (ssl.client.auth=required): the producer, the admin and offset
+    helpers, the consumer and Spark's Kafka source all show the CA-signed client certificate from the settings;
+    a client without one is refused at once, with one line naming the broker."""
+    ca = make_test_ca(tmp_path / "ca")
+    security = BrokerSecurity("SSL", keystore=ca.broker_keystore, ca=ca.ca, client_auth=True,
+                              client_cert=ca.client_cert, client_key=ca.client_key)
+    assert security.server_properties(1)["ssl.client.auth"] == "required"
+    with LocalKafka(tmp_path / "kafka", free_port_pair(), security=security) as broker:
+        for key, value in {"SECURITY_PROTOCOL": "SSL", "SSL_CA_LOCATION": str(ca.ca),
+                           "SSL_CERTIFICATE_LOCATION": str(ca.client_cert), "SSL_KEY_LOCATION": str(ca.client_key),
+                           }.items():
+            monkeypatch.setenv(f"LAKEHOUSE_KAFKA_{key}", value)
+        for key in ("SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD"):
+            monkeypatch.delenv(f"LAKEHOUSE_KAFKA_{key}", raising=False)
+        settings = secured_round_trip(spark, broker.bootstrap, tmp_path / "data", topic, capfd, caplog)
+        options = spark_options(settings)
+        assert options["kafka.ssl.keystore.type"] == "PEM" and "PRIVATE KEY" in options["kafka.ssl.keystore.key"]
+        assert "PRIVATE KEY" not in repr(options)  # the key is a secret: *** in a repr
+        assert_bronze_holds_exactly_the_topic(settings)
+
+        monkeypatch.delenv("LAKEHOUSE_KAFKA_SSL_CERTIFICATE_LOCATION")  # no client certificate: refused
+        monkeypatch.delenv("LAKEHOUSE_KAFKA_SSL_KEY_LOCATION")
+        t0 = time.monotonic()
+        with pytest.raises(KafkaSecurityError, match=rf"TLS failed .* at broker {broker.bootstrap}"):
+            end_offsets(Settings.from_env(bootstrap=broker.bootstrap), topic, timeout=30)
+        assert time.monotonic() - t0 < 15

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -122,6 +123,28 @@ class LocalCluster:
     def logs(self) -> Path:
         return self.home / "logs"
 
+    @property
+    def auth_file(self) -> Path:
+        """The cluster's Spark properties (mode 0600): ``spark.authenticate`` and its shared secret, made at the
+        first start. The master, the workers and every application read it as a properties file, so the secret
+        never appears on a command line (``ps``)."""
+        return self.home / "auth.properties"
+
+    def ensure_auth(self) -> Path:
+        """The auth file, made with a new random secret if there is none (a master already running keeps its own)."""
+        if not self.auth_file.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            tmp = self.auth_file.with_suffix(".tmp")
+            tmp.touch(mode=0o600)
+            tmp.chmod(0o600)
+            tmp.write_text(f"spark.authenticate true\nspark.authenticate.secret {secrets.token_hex(32)}\n")
+            os.replace(tmp, self.auth_file)
+        return self.auth_file
+
+    def serves(self, master: str) -> bool:
+        """True when ``master`` is this cluster's master URL and the cluster has its secret."""
+        return master.rstrip("/") == self.master_url and self.auth_file.exists()
+
     def _pid_file(self, name: str) -> Path:
         return self.home / f"{name}.pid"
 
@@ -164,9 +187,11 @@ class LocalCluster:
             if reachable(f"127.0.0.1:{self.port}") or reachable(f"127.0.0.1:{self.ui_port}"):
                 raise RuntimeError(f"port {self.port} or {self.ui_port} is taken by another process (not the "
                                    f"cluster of {self.home}); choose others with --port / --ui-port")
-            say(f"starting the master on {self.master_url}")
+            say(f"starting the master on {self.master_url} (applications authenticate: spark.authenticate)")
+            self.ensure_auth()
             self._spawn("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                        "--port", str(self.port), "--webui-port", str(self.ui_port))
+                        "--port", str(self.port), "--webui-port", str(self.ui_port),
+                        "--properties-file", str(self.auth_file))
             _write_json(self.home / "cluster.json", {"port": self.port, "ui_port": self.ui_port, **asdict(spec)})
         else:
             saved = _read_json(self.home / "cluster.json")
@@ -182,7 +207,7 @@ class LocalCluster:
                 work.mkdir(parents=True, exist_ok=True)
                 self._spawn(name, "org.apache.spark.deploy.worker.Worker", self.master_url, "--host", "127.0.0.1",
                             "--cores", str(spec.cores), "--memory", spec.memory, "--webui-port", "0",
-                            "--work-dir", str(work))
+                            "--work-dir", str(work), "--properties-file", str(self.ensure_auth()))
         names = [f"worker-{i}" for i in range(1, spec.workers + 1)]
         self._wait(lambda s: s is not None and all(self._registered(s, n) for n in names), timeout,
                    f"{spec.workers} worker(s) registered")
@@ -275,16 +300,21 @@ class LocalCluster:
 
 
 def submit_command(settings: Settings, master: str, job: str, *args: str, executor_memory: str = "768m",
-                   python: str | None = None, conf: dict[str, str] | None = None) -> list[str]:
+                   python: str | None = None, conf: dict[str, str] | None = None,
+                   properties_file: Path | None = None) -> list[str]:
     """The ``spark-submit`` line that runs ``lakehouse <job> <args>`` on ``master``: the README's command, with
-    the local jar cache as ``--jars`` (the executors fetch them from the driver: nothing is downloaded)."""
+    the local jar cache as ``--jars`` (the executors fetch them from the driver: nothing is downloaded) and, for
+    the data dir's own cluster, its secret as ``--properties-file``."""
+    if properties_file is None and LocalCluster.for_settings(settings).serves(master):
+        properties_file = LocalCluster.for_settings(settings).auth_file
     submit = spark_home() / "bin" / "spark-submit"
     confs = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": settings.bind_host,
              "spark.executor.memory": executor_memory, "spark.ui.enabled": str(settings.spark_ui).lower(),
              "spark.pyspark.python": python or sys.executable, "spark.pyspark.driver.python": python or sys.executable,
              **(conf or {})}
     cmd = [str(submit), "--master", master, "--name", f"lakehouse-{job}",
-           "--jars", ",".join(str(p) for p in jars.jars("spark"))]
+           "--jars", ",".join(str(p) for p in jars.jars("spark")),
+           *(["--properties-file", str(properties_file)] if properties_file else [])]
     for key, value in confs.items():
         cmd += ["--conf", f"{key}={value}"]
     return [*cmd, str(JOB_SCRIPT), job, *args]

@@ -91,12 +91,27 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse",
             builder = builder.config(key, value)
         for key, value in driver.items():
             builder = builder.config(key, value)
+        if not submitted:
+            _cluster_secret(settings)
         spark = _session = builder.getOrCreate()  # under spark-submit: the submitted session
         spark.sparkContext.setLogLevel(os.environ.get("LAKEHOUSE_SPARK_LOG", "ERROR"))
         url = spark.sparkContext.uiWebUrl
         if url:
             print(f"[spark] {spark.version} UI: {url}", file=sys.stderr)
         return spark
+
+
+def _cluster_secret(settings: Settings) -> None:
+    """A driver of the data dir's own cluster (``lakehouse cluster start``) reads the cluster's secret from its
+    properties file (``--properties-file``, via PYSPARK_SUBMIT_ARGS): not a ``--conf`` that ``ps`` would show."""
+    from .cluster import LocalCluster
+
+    master = settings.spark_master
+    if not master.startswith("spark://") or not LocalCluster.for_settings(settings).serves(master):
+        return
+    args = os.environ.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")
+    if "--properties-file" not in args:
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {LocalCluster.for_settings(settings).auth_file} {args}"
 
 
 def _under_spark_submit() -> bool:

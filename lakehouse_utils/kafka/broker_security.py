@@ -27,6 +27,11 @@ class BrokerSecurity:
     users: dict[str, Secret] = field(default_factory=dict)  # name -> password (str accepted)
     keystore: Path | None = None  # PEM: the broker's key + certificate chain (tls.make_test_ca)
     ca: Path | None = None  # PEM: the CA that signed it (what the broker's own client trusts)
+    # mutual TLS: every client must show a certificate the CA signed (ssl.client.auth=required); the broker's own
+    # connections show its keystore's; ``client_cert``/``client_key`` are what its readiness probe shows
+    client_auth: bool = False
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "protocol", self.protocol.upper())
@@ -41,6 +46,8 @@ class BrokerSecurity:
                 raise ValueError(f"user {name!r}: names are [A-Za-z0-9_-], passwords without \" , = [ ] \\")
         if self.tls and (self.keystore is None or self.ca is None):
             raise ValueError(f"{self.protocol} needs a keystore and its CA (lakehouse_utils.kafka.tls.make_test_ca)")
+        if self.client_auth and (not self.tls or self.client_cert is None or self.client_key is None):
+            raise ValueError("mutual TLS (client_auth) needs SSL or SASL_SSL, and a client certificate and key")
 
     @property
     def sasl(self) -> bool:
@@ -59,6 +66,8 @@ class BrokerSecurity:
             sasl_username=name if self.sasl else None,
             sasl_password=self.users[name] if self.sasl and name else None,
             ssl_ca_location=self.ca if self.tls else None,
+            ssl_certificate_location=self.client_cert if self.client_auth else None,
+            ssl_key_location=self.client_key if self.client_auth else None,
         )
 
     def server_properties(self, port: int) -> dict[str, str]:
@@ -87,7 +96,7 @@ class BrokerSecurity:
                 "ssl.keystore.location": str(self.keystore),
                 "ssl.truststore.type": "PEM",
                 "ssl.truststore.location": str(self.ca),
-                "ssl.client.auth": "none",
+                "ssl.client.auth": "required" if self.client_auth else "none",
             })
         return props
 

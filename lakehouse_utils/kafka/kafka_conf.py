@@ -258,6 +258,8 @@ def metadata(client: _Client, errors: list[KafkaError], conn: Conn, timeout: flo
 def raise_for_security(errors: list[KafkaError], conn: KafkaConnection) -> None:
     for err in errors:
         kind = _SECURITY_ERRORS.get(err.code())
+        if kind is None and err.code() == KafkaError._TRANSPORT and conn.tls and "ssl/tls alert" in err.str():
+            kind = "TLS"  # the broker refused our certificate (or showed none we need): a TLS alert on the wire
         if kind is None:
             continue
         how = f"SASL {conn.sasl_mechanism} as user {conn.sasl_username!r}" if kind == "authentication" and conn.sasl \

@@ -2,7 +2,8 @@
 
 ``make_test_ca(folder)`` runs the ``openssl`` command line: a CA (``ca.pem``, the file clients trust) and a
 broker key + certificate signed by it for ``IP:127.0.0.1`` / ``DNS:localhost``, joined in ``broker.pem`` (an
-unencrypted PKCS#8 key then the certificate chain: what a Kafka broker reads with ``ssl.keystore.type=PEM``).
+unencrypted PKCS#8 key then the certificate chain: what a Kafka broker reads with ``ssl.keystore.type=PEM``),
+and a client key + certificate (``client.key``, ``client.crt``) for a broker that requires mutual TLS.
 Never use these for anything but a local broker: the CA key sits next to them, unencrypted.
 """
 
@@ -30,11 +31,21 @@ class TestCA:
         """The broker's private key and certificate chain (PEM), for ``BrokerSecurity(keystore=...)``."""
         return self.folder / "broker.pem"
 
+    @property
+    def client_cert(self) -> Path:
+        """A client certificate signed by the CA (mutual TLS): ``LAKEHOUSE_KAFKA_SSL_CERTIFICATE_LOCATION``."""
+        return self.folder / "client.crt"
+
+    @property
+    def client_key(self) -> Path:
+        """Its private key (PEM, PKCS#8, unencrypted): ``LAKEHOUSE_KAFKA_SSL_KEY_LOCATION``."""
+        return self.folder / "client.key"
+
 
 def make_test_ca(folder: str | Path, days: int = 7, host: str = "127.0.0.1") -> TestCA:
     """Create (or reuse) a CA and a broker certificate for ``host`` under ``folder``."""
     out = TestCA(Path(folder).resolve())
-    if out.ca.exists() and out.broker_keystore.exists():
+    if out.ca.exists() and out.broker_keystore.exists() and out.client_cert.exists():
         return out
     if shutil.which("openssl") is None:
         raise RuntimeError("making a test CA needs the openssl command (apt install openssl)")
@@ -51,7 +62,13 @@ def make_test_ca(folder: str | Path, days: int = 7, host: str = "127.0.0.1") -> 
              "-CAcreateserial", "-out", d / "broker.crt", "-days", str(days), "-extfile", d / "broker.ext")
     out.broker_keystore.write_text((d / "broker.key").read_text() + (d / "broker.crt").read_text()
                                    + out.ca.read_text())
-    for name in ("ca.key", "broker.key", "broker.pem"):
+    (d / "client.ext").write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                                  "extendedKeyUsage=clientAuth\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", out.client_key, "-out", d / "client.csr",
+             "-subj", "/CN=lakehouse-client")
+    _openssl("x509", "-req", "-in", d / "client.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
+             "-CAcreateserial", "-out", out.client_cert, "-days", str(days), "-extfile", d / "client.ext")
+    for name in ("ca.key", "broker.key", "broker.pem", "client.key"):
         (d / name).chmod(0o600)
     return out
 

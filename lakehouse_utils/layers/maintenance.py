@@ -107,13 +107,26 @@ def version_at(table: Path, when: float, latest: int) -> int:
     return found if found is not None else min(lo, latest)
 
 
-def _vacuum(dt: DeltaTable, table: Path, k0: int, latest: int, now: float) -> list[str]:
+def _vacuum(dt: DeltaTable, table: Path, k0: int, latest: int, now: float, retain_s: float) -> list[Path]:
+    """The files no version from ``k0`` on holds, written more than ``retain_s`` ago. A full listing: delta-rs'
+    lighter mode sees only what was removed since the last log checkpoint, and a checkpoint comes every 100
+    commits; a file no commit names yet (being written) is young, so the age keeps it."""
     if latest - k0 <= EXACT_VERSIONS:
-        return dt.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False,
-                         keep_versions=list(range(k0, latest + 1)))
-    since = _commit_time(table, k0)
-    hours = math.ceil((now - since) / 3600) if since is not None else None  # rounded up: keeps more, never less
-    return dt.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False)
+        found = dt.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True,
+                          keep_versions=list(range(k0, latest + 1)))
+    else:
+        since = _commit_time(table, k0)
+        hours = math.ceil((now - since) / 3600) if since is not None else None  # rounded up: keeps more, never less
+        found = dt.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False, full=True)
+    out = []
+    for rel in found:
+        file = table / rel
+        try:
+            if file.stat().st_mtime < now - retain_s:
+                out.append(file)
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def maintain_table(name: str, path: Path, retain_s: float, needed: tuple[int, str] | None = None,
@@ -132,9 +145,7 @@ def maintain_table(name: str, path: Path, retain_s: float, needed: tuple[int, st
     if needed is not None and needed[0] < k0:
         k0, report.held_by = max(needed[0], 0), needed[1]
     report.kept_from = k0
-    candidates = _vacuum(dt, Path(path), k0, latest, now)
-    for rel in candidates:
-        file = Path(path) / rel
+    for file in _vacuum(dt, Path(path), k0, latest, now, retain_s):
         try:
             size = file.stat().st_size
             file.unlink()

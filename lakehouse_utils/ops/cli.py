@@ -300,7 +300,7 @@ def _cluster(args: argparse.Namespace, settings: Settings) -> int:
         cluster.start(spec, progress=lambda s: print(f"[cluster] {s}", file=sys.stderr, flush=True))
         print(cluster.status())
         print(f"jobs: LAKEHOUSE_SPARK_MASTER={cluster.master_url} (notebooks: spark_master), or spark-submit "
-              f"--master {cluster.master_url} (README: Scale)")
+              f"--master {cluster.master_url} --properties-file {cluster.auth_file} (its secret; README: Scale)")
         return 0
     from ..kafka.broker import names_a_broker
     from .cluster_demo import run_cluster_demo
