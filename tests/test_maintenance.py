@@ -1,12 +1,11 @@
 """`lakehouse maintain` (layers/maintenance.py): what it deletes and what it keeps, on real Delta tables
-(delta-rs), with the commits' ages set on their log files (Delta's commit time); and beside a running demo."""
+(delta-rs), with the commits' ages set on their log files (Delta's commit time). Beside a running demo:
+tests/test_pipeline.py's kill -9 restart runs with maintenance on another thread."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -102,52 +101,6 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "unknown table(s) gold" in capsys.readouterr().err
     assert main(["maintain", "--data-dir", str(settings.data_dir), "--retain", "0s", "--table", "silver"]) == 0
     assert "keeping 60s" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_maintain_beside_the_running_demo_then_it_frees_files_and_gold_stays_exact(tmp_path: Path) -> None:
-    from lakehouse_utils.procs import free_port_pair
-    from tests.test_pipeline import assert_gold_matches
-
-    data = tmp_path / "data"
-    env = dict(os.environ, LAKEHOUSE_SPARK_UI="false")
-    demo = subprocess.Popen([sys.executable, "-m", "lakehouse_utils.ops.cli", "demo", "--data-dir", str(data),
-                             "--broker-port", str(free_port_pair()), "--speed", "100", "--until-drained"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    settings = Settings(data_dir=data, spark_ui=False)
-
-    def maintain_cli() -> int:
-        result = subprocess.run([sys.executable, "-m", "lakehouse_utils.ops.cli", "maintain", "--data-dir",
-                                 str(data), "--retain", "1m"], capture_output=True, text=True, env=env, timeout=120)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return sum(int(line.split("vacuumed ")[1].split(" ")[0]) for line in result.stdout.splitlines()
-                   if "vacuumed " in line)
-
-    runs = 0
-    try:
-        deadline = time.monotonic() + 300
-        while demo.poll() is None and time.monotonic() < deadline:  # beside the demo: compactions race its batches
-            if (settings.silver / "_delta_log").is_dir():
-                maintain_cli()
-                runs += 1
-            time.sleep(2)
-        output = demo.communicate(timeout=300)[0]
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-    assert demo.returncode == 0, output[-3000:]
-    assert "Traceback" not in output and "error:" not in output.lower() and "failed" not in output, output[-3000:]
-    assert runs >= 3
-    assert_gold_matches(settings)
-    # every table's files and commits made two minutes older (as if the demo had run then): what compactions
-    # replaced is deleted
-    for table in {log.parent for log in data.rglob("_delta_log")}:
-        for file in [*table.rglob("*.parquet"), *table.glob("_delta_log/*.json")]:
-            t = file.stat().st_mtime - 120
-            os.utime(file, (t, t))
-    assert maintain_cli() > 0
-    assert_gold_matches(settings)  # every table still reads whole
 
 
 def test_the_live_pipeline_maintains_every_n_batches_on_a_thread(tmp_path: Path) -> None:

@@ -193,10 +193,12 @@ def m_cluster(ctx: Context) -> dict[str, Any]:
         port = free_port_pair()
         cluster = LocalCluster(ctx.root / f"cluster-{workers}w", port=port, ui_port=port + 1)
         cluster.start(ClusterSpec(workers, 1, "1g"))
+        os.environ["LAKEHOUSE_SPARK_PROPERTIES"] = str(cluster.auth_file)  # the driver's secret (spark.authenticate)
         try:
             runs[workers] = _catchup(ctx, "layers", n, partitions=3, master=cluster.master_url,
                                      name=f"catchup-cluster-{workers}w")
         finally:
+            os.environ.pop("LAKEHOUSE_SPARK_PROPERTIES", None)
             cluster.stop()
     ctx.details["cluster"] = {f"{w}w": r for w, r in runs.items()}
     return {f"cluster_catchup_trades_per_s_{w}w": r["catchup_trades_per_s"] for w, r in runs.items()}

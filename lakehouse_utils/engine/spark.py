@@ -10,8 +10,8 @@ import threading
 from pyspark.sql import SparkSession
 
 from .. import jars
-from . import cds
 from ..config import Settings
+from . import cds
 
 _lock = threading.Lock()
 _session: SparkSession | None = None
@@ -102,16 +102,18 @@ def get_spark(settings: Settings | None = None, app_name: str = "lakehouse",
 
 
 def _cluster_secret(settings: Settings) -> None:
-    """A driver of the data dir's own cluster (``lakehouse cluster start``) reads the cluster's secret from its
-    properties file (``--properties-file``, via PYSPARK_SUBMIT_ARGS): not a ``--conf`` that ``ps`` would show."""
+    """A driver of a cluster that authenticates reads the cluster's secret from its properties file
+    (``--properties-file``, via PYSPARK_SUBMIT_ARGS): not a ``--conf`` that ``ps`` would show. The file is
+    ``LAKEHOUSE_SPARK_PROPERTIES`` if set, else the data dir's own cluster's (``lakehouse cluster start``)."""
     from .cluster import LocalCluster
 
     master = settings.spark_master
-    if not master.startswith("spark://") or not LocalCluster.for_settings(settings).serves(master):
-        return
+    props = os.environ.get("LAKEHOUSE_SPARK_PROPERTIES")
+    if not props and master.startswith("spark://") and LocalCluster.for_settings(settings).serves(master):
+        props = str(LocalCluster.for_settings(settings).auth_file)
     args = os.environ.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")
-    if "--properties-file" not in args:
-        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {LocalCluster.for_settings(settings).auth_file} {args}"
+    if props and "--properties-file" not in args:
+        os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {props} {args}"
 
 
 def _under_spark_submit() -> bool:

@@ -214,4 +214,5 @@ def maybe_in_background(settings: Settings, batch_id: int) -> threading.Thread |
     return thread
 
 
-__all__ = ["MIN_RETAIN_S", "TableMaintenance", "followers", "maintain", "maintain_table", "maybe_in_background", "tables", "version_at"]
+__all__ = ["MIN_RETAIN_S", "TableMaintenance", "followers", "maintain", "maintain_table", "maybe_in_background",
+           "tables", "version_at"]

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import backfill_cli, engine_cli, maintain_cli, sql_cli
 
     engine_cli.add_parser(sub)
-    for name, module in (("backfill", backfill_cli), ("sql", sql_cli), ("maintain", maintain_cli)):  # commands of their own modules
+    # commands of their own modules
+    for name, module in (("backfill", backfill_cli), ("sql", sql_cli), ("maintain", maintain_cli)):
         module.add_parser(sub)
         command(name)(module.run)
 

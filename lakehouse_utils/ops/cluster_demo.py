@@ -161,7 +161,8 @@ def submit_job(settings: Settings, cluster: LocalCluster, job: str, *, on_commit
             "--topic", settings.topic, "--available-now"]
     if job == "bronze" and settings.max_offsets_per_trigger:
         args += ["--maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger)]
-    cmd = submit_command(settings, cluster.master_url, job, *args, conf=SHORT_JOB_CONF)
+    cmd = submit_command(settings, cluster.master_url, job, *args, conf=SHORT_JOB_CONF,  # with its secret
+                         properties_file=cluster.auth_file if cluster.auth_file.exists() else None)
     log = cluster.logs / f"job-{job}.log"
     before, seen, t0 = commits(settings, job), 0, time.monotonic()
     with open(log, "ab") as out:
