@@ -173,6 +173,14 @@ class Settings:
         return self.gold / "alerts"
 
     @property
+    def tables(self) -> dict[str, Path]:
+        """Every Delta table of the data dir by short name: bronze, silver, quarantine, gold_<tf>, late_trades,
+        alerts (``lakehouse sql`` and ``lakehouse maintain`` name them so)."""
+        return {"bronze": self.bronze, "silver": self.silver, "quarantine": self.quarantine,
+                **{f"gold_{tf}": self.bars_table(tf) for tf in TIMEFRAMES},
+                "late_trades": self.late_trades, "alerts": self.alerts_table}
+
+    @property
     def broker_port(self) -> int:
         return int(self.bootstrap.rsplit(":", 1)[1])
 

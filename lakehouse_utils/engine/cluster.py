@@ -299,14 +299,23 @@ class LocalCluster:
         raise TimeoutError(f"{what}: not seen after {timeout:.0f}s; logs in {self.logs}")
 
 
+def cluster_properties(settings: Settings, master: str) -> Path | None:
+    """The properties file holding the secret of the cluster at ``master``: ``LAKEHOUSE_SPARK_PROPERTIES`` if set,
+    else the data dir's own cluster's (``lakehouse cluster start``) when ``master`` is it; else ``None``."""
+    named = os.environ.get("LAKEHOUSE_SPARK_PROPERTIES")
+    if named:
+        return Path(named)
+    cluster = LocalCluster.for_settings(settings)
+    return cluster.auth_file if master.startswith("spark://") and cluster.serves(master) else None
+
+
 def submit_command(settings: Settings, master: str, job: str, *args: str, executor_memory: str = "768m",
                    python: str | None = None, conf: dict[str, str] | None = None,
                    properties_file: Path | None = None) -> list[str]:
     """The ``spark-submit`` line that runs ``lakehouse <job> <args>`` on ``master``: the README's command, with
     the local jar cache as ``--jars`` (the executors fetch them from the driver: nothing is downloaded) and, for
     the data dir's own cluster, its secret as ``--properties-file``."""
-    if properties_file is None and LocalCluster.for_settings(settings).serves(master):
-        properties_file = LocalCluster.for_settings(settings).auth_file
+    properties_file = properties_file or cluster_properties(settings, master)
     submit = spark_home() / "bin" / "spark-submit"
     confs = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": settings.bind_host,
              "spark.executor.memory": executor_memory, "spark.ui.enabled": str(settings.spark_ui).lower(),

@@ -105,12 +105,9 @@ def _cluster_secret(settings: Settings) -> None:
     """A driver of a cluster that authenticates reads the cluster's secret from its properties file
     (``--properties-file``, via PYSPARK_SUBMIT_ARGS): not a ``--conf`` that ``ps`` would show. The file is
     ``LAKEHOUSE_SPARK_PROPERTIES`` if set, else the data dir's own cluster's (``lakehouse cluster start``)."""
-    from .cluster import LocalCluster
+    from .cluster import cluster_properties
 
-    master = settings.spark_master
-    props = os.environ.get("LAKEHOUSE_SPARK_PROPERTIES")
-    if not props and master.startswith("spark://") and LocalCluster.for_settings(settings).serves(master):
-        props = str(LocalCluster.for_settings(settings).auth_file)
+    props = cluster_properties(settings, settings.spark_master)
     args = os.environ.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")
     if props and "--properties-file" not in args:
         os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {props} {args}"

@@ -66,12 +66,14 @@ class TableMaintenance:
                 f"{''.join(f'; {n}' for n in self.notes)}")
 
 
-def tables(settings: Settings) -> dict[str, Path]:
-    """Every table of the data dir, by short name (as ``lakehouse sql`` names them)."""
-    out = {"bronze": settings.bronze, "silver": settings.silver, "quarantine": settings.quarantine}
-    out.update({f"gold_{tf}": settings.bars_table(tf) for tf in ("1m", "5m", "1h")})
-    out.update({"late_trades": settings.late_trades, "alerts": settings.alerts_table})
-    return out
+def retain_seconds(text: str) -> float:
+    """``--retain`` / ``maintain_retain`` in seconds: a duration (7d, 12h, 30m) or an ISO time to keep back to."""
+    from datetime import UTC, datetime
+
+    from ..kafka.rest_backfill import parse_when
+
+    now = datetime.now(UTC)
+    return (now - parse_when(text, now)).total_seconds()
 
 
 def followers(settings: Settings) -> dict[Path, tuple[int, str]]:
@@ -173,7 +175,7 @@ def maintain(settings: Settings, retain_s: float = 7 * 86400.0,
     """:func:`maintain_table` on every table (or the ``only`` ones), each with what its follower needs."""
     needs = followers(settings)
     out = []
-    for name, path in tables(settings).items():
+    for name, path in settings.tables.items():
         if only and name not in only:
             continue
         try:
@@ -197,12 +199,7 @@ def maybe_in_background(settings: Settings, batch_id: int) -> threading.Thread |
 
     def run() -> None:
         try:
-            from datetime import UTC, datetime
-
-            from ..kafka.rest_backfill import parse_when
-
-            now = datetime.now(UTC)
-            reports = maintain(settings, (now - parse_when(settings.maintain_retain, now)).total_seconds())
+            reports = maintain(settings, retain_seconds(settings.maintain_retain))
             log.info("maintenance after batch %d: %s", batch_id, " | ".join(r.line() for r in reports))
         except Exception:
             log.exception("maintenance after batch %d failed", batch_id)
@@ -215,4 +212,4 @@ def maybe_in_background(settings: Settings, batch_id: int) -> threading.Thread |
 
 
 __all__ = ["MIN_RETAIN_S", "TableMaintenance", "followers", "maintain", "maintain_table", "maybe_in_background",
-           "tables", "version_at"]
+           "retain_seconds", "version_at"]

@@ -13,7 +13,6 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +20,7 @@ import time
 from pathlib import Path
 
 from ..engine import cds
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ..procs import free_port_pair
 
 
 def _workload(data_dir: Path) -> None:
@@ -38,11 +32,11 @@ def _workload(data_dir: Path) -> None:
     from ..engine.spark import get_spark
     from .demo import run_demo
 
-    settings = Settings.from_env(data_dir=str(data_dir), bootstrap=f"127.0.0.1:{_free_port()}")
-    spark = get_spark(settings, connect=(_free_port(), secrets.token_hex(16)))
+    broker_port = free_port_pair()
+    settings = Settings.from_env(data_dir=str(data_dir), bootstrap=f"127.0.0.1:{broker_port}")
+    spark = get_spark(settings, connect=(free_port_pair(), secrets.token_hex(16)))
     warm_up(spark)
-    run_demo(settings, source="replay", speed="max", until_drained=True, broker_port=int(settings.bootstrap
-             .rsplit(":", 1)[1]), write_report=False)
+    run_demo(settings, source="replay", speed="max", until_drained=True, broker_port=broker_port, write_report=False)
     gateway = SparkContext._gateway
     spark.stop()
     if gateway is not None and getattr(gateway, "proc", None) is not None:

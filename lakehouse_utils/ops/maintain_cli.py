@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Settings
@@ -25,18 +24,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from ..kafka.rest_backfill import parse_when
-    from ..layers.maintenance import MIN_RETAIN_S, maintain, tables
+    from ..layers.maintenance import MIN_RETAIN_S, maintain, retain_seconds
 
-    now = datetime.now(UTC)
     try:
-        retain_s = (now - parse_when(args.retain, now)).total_seconds()
+        retain_s = retain_seconds(args.retain)
     except ValueError as exc:
         print(f"error: --retain: {exc}", file=sys.stderr)
         return 2
-    unknown = sorted(set(args.tables or []) - set(tables(settings)))
+    unknown = sorted(set(args.tables or []) - set(settings.tables))
     if unknown:
-        print(f"error: unknown table(s) {', '.join(unknown)}: expected {', '.join(tables(settings))}", file=sys.stderr)
+        print(f"error: unknown table(s) {', '.join(unknown)}: expected {', '.join(settings.tables)}", file=sys.stderr)
         return 2
     if retain_s < MIN_RETAIN_S:
         print(f"note: --retain {args.retain} is under a minute: keeping {MIN_RETAIN_S:.0f}s, so a read in progress "

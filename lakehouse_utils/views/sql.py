@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..config import TIMEFRAMES, Settings, table_exists
+from ..config import Settings, table_exists
 
 FORMATS = ("table", "csv", "json")
 
@@ -39,11 +39,11 @@ class SqlError(ValueError):
 
 def table_paths(settings: Settings) -> dict[str, Path]:
     """Every short name a query may use -> its Delta table (``bars_<tf>`` is another name of ``gold_<tf>``)."""
-    paths = {"bronze": settings.bronze, "silver": settings.silver, "quarantine": settings.quarantine}
-    for tf in TIMEFRAMES:
-        paths[f"gold_{tf}"] = paths[f"bars_{tf}"] = settings.bars_table(tf)
-    paths["late_trades"] = settings.late_trades
-    paths["alerts"] = settings.alerts_table
+    paths: dict[str, Path] = {}
+    for name, path in settings.tables.items():
+        paths[name] = path
+        if name.startswith("gold_"):
+            paths[name.replace("gold_", "bars_")] = path
     return paths
 
 
