@@ -218,6 +218,14 @@ def test_the_status_keeps_the_specific_broker_error_over_all_brokers_down() -> N
         producer._client_error_at -= 60  # long ago: the summary alone is all there is now
         producer._on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
         assert (producer.broker_problem() or "").startswith("_ALL_BROKERS_DOWN")
+        # the status reads an aged error through ``delivered`` (which takes the book's lock): it must not wait on
+        # the lock counters() holds (CI: a producer.stop() after a broker kill -9 hung for 600 s)
+        producer._client_error_at -= 60
+        got: list[dict] = []
+        reader = threading.Thread(target=lambda: got.append(producer.counters()), daemon=True)
+        reader.start()
+        reader.join(5)
+        assert got and got[0]["broker_problem"].startswith("_ALL_BROKERS_DOWN"), "counters() deadlocked"
     finally:
         producer.close(timeout=1.0)
 

@@ -104,6 +104,7 @@ class DeliveryBook:
 
     def counters(self) -> dict[str, Any]:
         delivered = self.delivered
+        problem = self.broker_problem()  # before taking _lock: it may read ``delivered``, which takes it too
         with self._lock:
             return {
                 "sent": self.sent,
@@ -118,7 +119,7 @@ class DeliveryBook:
                 "blocked_for": self.blocked_for,
                 "in_flight": self.in_flight,
                 "last_error": self.last_error,
-                "broker_problem": self.broker_problem(),
+                "broker_problem": problem,
             }
 
     # ---- what the producer reports ----------------------------------------------------------------------
