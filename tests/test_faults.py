@@ -392,3 +392,20 @@ def test_the_supervisor_restarts_a_query_failed_on_a_kafka_error_and_raises_on_o
         assert started.count("bug") == 1  # not restarted
     finally:
         stop_all({**queries, **other_supervisor.queries})
+
+
+def test_a_refused_login_or_permission_is_not_a_kafka_error_a_restart_gets_past() -> None:
+    """The restart policy (the demo's Supervisor, the engine's watcher) restarts a query after the broker was away,
+    never after a wrong password, a refused certificate or a missing ACL: those fail the same way every time."""
+    from lakehouse_utils.layers.jobs import is_transient
+
+    errors = "org.apache.kafka.common.errors"
+    assert is_transient(f"{errors}.TimeoutException: Timed out waiting for a node assignment")
+    assert is_transient(f"Caused by: {errors}.DisconnectException\n\tat org.apache.kafka.clients...")
+    assert is_transient("org.apache.kafka.common.KafkaException: Failed to construct kafka consumer")
+    for refused in ("SaslAuthenticationException: Authentication failed during authentication due to invalid "
+                    "credentials with SASL mechanism SCRAM-SHA-512", "SslAuthenticationException: SSL handshake failed",
+                    "TopicAuthorizationException: Not authorized to access topics: [trades]",
+                    "GroupAuthorizationException: Not authorized to access group: spark-kafka-source"):
+        assert not is_transient(f"org.apache.kafka.common.KafkaException: ...\nCaused by: {errors}.{refused}"), refused
+    assert not is_transient("ValueError: a bug, not Kafka")

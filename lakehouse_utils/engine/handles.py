@@ -209,6 +209,12 @@ class LocalEngine:
         hosted = self.host.find(key_of(layer, settings or self.settings, checkpoint))
         return None if hosted is None else hosted.query
 
+    def stop(self, layer: str, settings: Settings | None = None, *, checkpoint: str | Path | None = None) -> None:
+        """Stop ``layer``'s query between batches; the watcher no longer restarts it."""
+        from .host import key_of
+
+        self.host.stop(key_of(layer, settings or self.settings, checkpoint))
+
     def describe(self) -> str:
         spark = self.spark
         return (f"this kernel's own Spark {spark.version} ({spark.sparkContext.master}, LAKEHOUSE_ENGINE=local): "

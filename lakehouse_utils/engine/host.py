@@ -93,6 +93,7 @@ class Hosted:
     started_at: float = field(default_factory=time.time)
     restarts: int = 0
     messages: list[str] = field(default_factory=list)
+    stopped: bool = False  # stopped on purpose: the watcher does not restart it, even if it had failed
 
     @property
     def persistent(self) -> bool:
@@ -156,6 +157,8 @@ class QueryHost:
             hosted = self.hosted.get(key)
         if hosted is None:
             return None
+        with self._lock:
+            hosted.stopped = True
         query = hosted.query
         if query is not None:
             stop_between_batches(query)
@@ -179,8 +182,8 @@ class QueryHost:
     def check(self) -> None:
         """Restart queries that failed on a Kafka error (from their checkpoints, at most MAX_RESTARTS times)."""
         with self._lock:
-            failed = [h for h in self.hosted.values() if h.query is not None and not h.query.isActive
-                      and h.query.exception() is not None]
+            failed = [h for h in self.hosted.values() if h.query is not None and not h.stopped
+                      and not h.query.isActive and h.query.exception() is not None]
         for hosted in failed:
             text = str(hosted.query.exception())
             if explain_error(hosted.layer, text) is not None or not is_transient(text) \
@@ -194,6 +197,8 @@ class QueryHost:
             self.say(message)
             try:
                 with self._lock:
+                    if hosted.stopped or self.hosted.get(hosted.key) is not hosted:
+                        continue  # stopped (or replaced) since it was seen failed: its owner is done with it
                     hosted.query = self._run(hosted)
             except Exception as exc:  # the broker may still be away: tried again on the next check
                 hosted.messages.append(f"{hosted.layer}: restart failed: {exc}")

@@ -79,9 +79,13 @@ _TRANSIENT = re.compile(r"org\.apache\.kafka\.common\.errors\.\w+|org\.apache\.k
                         r"|Timeout(Exception)?: |Cannot fetch record|Failed to (get|fetch) records", re.I)
 
 
+# Kafka errors a restart does not get past: a refused login or certificate, a missing permission
+_REFUSED = re.compile(r"org\.apache\.kafka\.common\.errors\.\w*(Authentication|Authorization)Exception")
+
+
 def is_transient(text: str) -> bool:
     """Is a query's failure one a restart from its checkpoint gets past (the broker was away)?"""
-    return _TRANSIENT.search(text) is not None
+    return _TRANSIENT.search(text) is not None and _REFUSED.search(text) is None
 
 
 class Supervisor:
@@ -115,7 +119,7 @@ class Supervisor:
                 continue
             text = str(error)
             clear = explain_error(name, text)
-            if clear is not None or not _TRANSIENT.search(text) or self.restarts[name] >= self.max_restarts:
+            if clear is not None or not is_transient(text) or self.restarts[name] >= self.max_restarts:
                 raise RuntimeError(f"{name} query failed: {clear or text}")
             self.restarts[name] += 1
             join_helpers(query)

@@ -199,7 +199,11 @@ def _run_layer(args: argparse.Namespace, settings: Settings, layer: str, **kwarg
     else:
         engine = LocalEngine(settings)
     query = engine.start(layer, settings, trigger, checkpoint=args.checkpoint, **kwargs)
-    return run_query(query, duration=args.duration)
+    try:
+        return run_query(query, duration=args.duration)
+    finally:
+        if isinstance(engine, LocalEngine):  # the job is over: its watcher must not start it again
+            engine.stop(layer, settings, checkpoint=args.checkpoint)
 
 
 @command("ingest")
