@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lakehouse_utils.engine import EngineServer
@@ -85,17 +86,26 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
     lab.page.locator(".lm-TabBar-tab.lm-mod-current", has_text="01_ingest.ipynb").wait_for(timeout=120_000)
     lab.wait_idle()
 
-    # 01: Run All, set a moderate speed (the hour in ~7 min), Start the producer; its status counts deliveries
+    # 01: Run All, a history of 15 minutes (the replay then starts 15 minutes into the hour: its first 15 minutes come
+    # over REST first), a moderate speed (the other 45 minutes in ~7 min), Start; its status counts deliveries
     lab.run_all()
     start = lab.button("Start")
     start.wait_for(timeout=120_000)
-    speed = lab.notebook.locator(".widget-text", has_text="speed").locator("input")
-    speed.fill("8")
-    speed.press("Tab")
+    for field, value in (("speed", "6"), ("history", "15m")):
+        box = lab.notebook.locator(".widget-text", has_text=field).locator("input")
+        box.fill(value)
+        box.press("Tab")
     start.click()
-    running = wait_until(lambda: "delivered=" in (s := lab.status("[running] replay")) and s, 60,
-                         "the producer running in 01")
+
+    def producer_line(text: str) -> str:
+        return next((line for t in lab.status_lines() for line in t.splitlines() if text in line), "")
+
+    running = wait_until(lambda: "delivered=" in (s := producer_line("[running] replay")) and s, 90,
+                         "the producer running in 01 after its history")
     assert "BTC/USD" in running
+    history = producer_line("history: kraken BTC/USD")
+    assert re.search(r"2019-07-01T00:00:03\.172000Z\.\.2019-07-01T00:15:\S+: finished; [\d,]+ trades sent", history), \
+        history
     lab.shot("jupyterlab-01-producer.png")
 
     # 02, 03, 04: Run All in each (02 starts the shared engine, 03 and 04 find it running: no kernel holds a JVM),
@@ -134,6 +144,9 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
     lab.shot("jupyterlab-candles.png")
     shown = chart_candles(page, lab.notebook)
     assert shown["title"].startswith("BTC/USD · 1m") and shown["final"] >= 1
+    # the history: the chart opens with the quarter hour before the replay's start (fetched over REST)
+    history_bars = [t for t in shown_bars(shown) if t < pd.Timestamp("2019-07-01 00:15")]
+    assert min(history_bars) == pd.Timestamp("2019-07-01 00:00") and len(history_bars) >= 14, sorted(shown["bars"])
     assert all(lo <= min(o, c) and max(o, c) <= h for o, h, lo, c in shown["bars"].values())
     assert re.match(r"BTC/USD 1m: \d+ bars, last \d\d:\d\d UTC O=", lab.status("BTC/USD 1m:")), grown
 

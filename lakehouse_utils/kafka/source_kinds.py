@@ -10,7 +10,8 @@ a replay server). Kinds (:data:`SOURCE_KINDS`):
   read by that venue's adapter; the stream ends with the recording. Without ``pairs`` it plays every symbol
   the recording holds. ``drop=(at_s, away_s)``: the server drops the connection ``at_s`` seconds of recording
   time into the replay and the recording goes on for ``away_s`` seconds while the client is away (a gap: the
-  trades of that time are missed, but Kraken's snapshot, :func:`drop_window`);
+  trades of that time are missed, but Kraken's snapshot, :func:`drop_window`); ``start_s``: the replay starts
+  that many seconds of recording time in (what came before is history: ``kafka/history.py``);
 - ``synthetic``: a seeded random walk, ``SYNTHETIC_BASE_RATE`` x ``speed`` trades/s ("max": as fast as possible
   on a simulated clock), ``n_trades`` in total (None: endless).
 
@@ -61,12 +62,13 @@ def make_source(
     n_trades: int | None = None,
     venue: str = "kraken",
     drop: tuple[float, float] | None = None,
+    start_s: float = 0.0,
 ) -> tuple[TradeSource, Callable[[], None]]:
     """Build a source by name (see the module doc); returns ``(source, cleanup)``."""
     if kind in LIVE_KINDS:
         return live_source(kind, pairs_for(kind, pairs), url, record=record), _noop
     if kind == "replay":
-        server = replay_server(venue, file, speed, close_when_done=True)
+        server = replay_server(venue, file, speed, close_when_done=True, start_s=start_s)
         if drop is not None:
             server.drop_after, server.skip_on_drop = drop_window(server, *drop)
         server.start()

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 
 from ..config import Settings
 from ..kafka.group import ProducerGroup, describe, make_producers, release
+from ..kafka.history import History, HistoryStep, plan_history
 from ..kafka.kafka_conf import KafkaSecurityError
 from ..kafka.producer import SOURCE_KINDS, ProducerStatus, ProducerThread, TradeProducer, parse_speed
 from ..kafka.source_kinds import LIVE_KINDS
@@ -79,6 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="live: the venue's WebSocket URL (default: the venue's own)")
     p.add_argument("--seed", type=int, default=42, help="synthetic: random seed")
     p.add_argument("--n-trades", dest="n_trades", type=int, default=None, help="synthetic: stop after N trades")
+    p.add_argument("--history", default=None, metavar="6h|ISO",
+                   help="first fetch the trades since then over each venue's REST API (resumable, header "
+                        "source=rest), then start the feed; a replay's 30m starts it 30 minutes into the recording "
+                        "and fetches those 30 minutes (notebook 01's history)")
 
 
 def summary(status: ProducerStatus) -> str:
@@ -145,12 +150,18 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
         return 2
     producer.close(0)  # it only made the topics: each venue's thread has its own producer
     try:
+        start_s = 0.0
+        if getattr(args, "history", None):
+            steps, start_s = plan_history(args.source, args.venues, pairs, args.history, args.file)
         thread: ProducerThread | ProducerGroup = make_producers(
             settings, args.source, pairs, venues=args.venues, file=args.file, duration=args.duration, url=args.url,
-            speed=speed, record=args.record, seed=args.seed, n_trades=args.n_trades, drop=args.drop)
+            speed=speed, record=args.record, seed=args.seed, n_trades=args.n_trades, drop=args.drop, start_s=start_s)
     except ValueError as exc:  # a venue or pair the sources cannot serve: one line, not a traceback
         print(f"error: {exc}", file=out, flush=True)
         return 2
+    if getattr(args, "history", None) and not _history(settings, steps, out):
+        release(thread)
+        return 1
     print(f"ingest {describe(thread)} -> {settings.bootstrap} topic {settings.topic} "
           f"(rejects -> {settings.dlq_topic})", file=out, flush=True)
     progress = ProgressLine(out, every=0.5, log_every=5.0)
@@ -172,6 +183,22 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
     progress.done(status.line())
     print(summary(status), file=out, flush=True)
     return 0 if status.ok and not thread.running and status.in_flight == 0 else 1
+
+
+def _history(settings: Settings, steps: list[HistoryStep], out: TextIO) -> bool:
+    """Fetch the history before the feed starts, with a progress line; False if it stopped early (said why)."""
+    history = History(settings, steps).start()
+    progress = ProgressLine(out, every=0.5, log_every=5.0)
+    try:
+        while not history.join(0.25):
+            progress.update(history.line().splitlines()[-1] if history.line() else "history: starting")
+    except KeyboardInterrupt:
+        progress.update("stopping (Ctrl-C) ...", force=True)
+        history.stop()
+    progress.done(history.line())
+    if not history.ok:
+        print("history NOT finished: the same command again resumes it", file=out, flush=True)
+    return history.ok
 
 
 __all__ = ["add_arguments", "add_source_arguments", "run", "source_arg", "summary"]

@@ -9,6 +9,9 @@ leaving out trades of symbols nobody subscribed to. Recorded gaps are kept, divi
 ``"max"``); while it waits, and once the recording is exhausted, it sends the venue's idle frames (heartbeats)
 every second, or closes cleanly with ``close_when_done=True``.
 
+``start_s=S`` starts the replay S seconds of recording time in: the frames before it have happened (in the
+venue's recent trades, for its snapshot) and are never sent; a history option fetches them over REST.
+
 Test hooks: ``drop_after=N`` closes the TCP connection without a close frame once, after N recorded frames,
 and ``skip_on_drop=M`` then lets the next M frames "happen while the client is away" (not sent, but in the
 venue's recent trades, so a snapshot may hold them); ``raw_frames={i: text}`` sends ``text`` before recorded
@@ -110,6 +113,7 @@ class ReplayServerBase:
         raw_frames: dict[int, str] | None = None,
         snapshot_size: int = 50,
         close_when_done: bool = False,
+        start_s: float = 0.0,
     ) -> None:
         self.recording = recording if recording is not None else self.default_recording()
         self.speed = parse_speed(speed)
@@ -135,6 +139,9 @@ class ReplayServerBase:
         self._injected: set[int] = set()
         self._dropped = False
         self._recent: dict[str, deque[Any]] = defaultdict(lambda: deque(maxlen=max(1, snapshot_size)))
+        self.trades_before: list[str] = []  # ids of the frames before ``start_s`` (the venue's past: see starts_at)
+        if start_s > 0:
+            self._skip(self._index_at(start_s), self.trades_before)
         # threading
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -322,13 +329,28 @@ class ReplayServerBase:
                 await conn.send(text)
             await asyncio.sleep(HEARTBEAT_S)
 
-    def _skip(self, n: int) -> None:
+    def _skip(self, n: int, ids: list[str] | None = None) -> None:
         """The next ``n`` recorded frames happen while no client is connected: not sent, but recent trades."""
         end = min(len(self._frames), self._position + n)
         for entry in self._frames[self._position : end]:
             for item in entry.items:
-                self._happened(item, self.trades_skipped)
+                self._happened(item, self.trades_skipped if ids is None else ids)
         self._position = end
+
+    def _index_at(self, seconds: float) -> int:
+        """The first frame at least ``seconds`` of recording time after the first one."""
+        times = [e.recv_ms for e in self._frames if e.recv_ms is not None]
+        if not times:
+            return 0
+        at = times[0] + seconds * 1000
+        return next((i for i, e in enumerate(self._frames) if e.recv_ms is not None and e.recv_ms >= at),
+                    len(self._frames))
+
+    @property
+    def starts_at(self) -> datetime | None:
+        """When the first frame a client gets was received (``start_s`` in: the replay's "now" at its start)."""
+        ms = next((e.recv_ms for e in self._frames[self._position:] if e.recv_ms is not None), None)
+        return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
     async def _send_injected(self, conn: Connection, start: int, end: int | None) -> None:
         """Send the not yet sent ``raw_frames`` with keys in [start, end) (end None: no limit)."""

@@ -15,6 +15,7 @@ import html
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ import ipywidgets as W
 
 from ..config import Settings
 from ..kafka.group import ProducerGroup, make_producers, plan, release
+from ..kafka.history import History, plan_history
 from ..kafka.producer import SOURCE_KINDS, ProducerThread, parse_speed
 from ..layers.query_progress import progress_of  # no pyspark: a kernel on the shared engine holds no Spark client
 from .ui import Loop, Panel, pre
@@ -64,6 +66,7 @@ class ProducerPanel(Panel):
         n_peek: int = 5,
         refresh: float = 0.5,
         venues: str | list[str] = "kraken",
+        history: str | None = None,
     ) -> None:
         venues = venues if isinstance(venues, str) else ",".join(venues)
         plan(default_source, venues if default_source == "replay" else None)  # a ValueError naming the choices
@@ -71,6 +74,7 @@ class ProducerPanel(Panel):
         self.file, self.url, self.record = file, url, record
         self.refresh = refresh
         self.thread: ProducerThread | ProducerGroup | None = None
+        self.history: History | None = None  # the backfills run before the live feed (the history field)
         self._refresher: Loop | None = None
         self._lock = threading.Lock()
 
@@ -80,6 +84,8 @@ class ProducerPanel(Panel):
         self.venues_w = W.Text(value=venues, description="venues", placeholder="replay: kraken,coinbase,binance")
         self.pairs_w = W.Text(value=", ".join(pairs), description="pairs")
         self.speed_w = W.Text(value=str(speed), description="speed", placeholder="max or a factor")
+        self.history_w = W.Text(value=history or "", description="history",
+                                placeholder="none | 6h | ISO time; replay: 30m")
         self.start_b = W.Button(description="Start", button_style="success", icon="play")
         self.stop_b = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.status_w = W.HTML(pre("idle"))
@@ -94,6 +100,7 @@ class ProducerPanel(Panel):
         self.widget = W.VBox([
             W.HBox([self.source_w, self.venues_w]),
             W.HBox([self.pairs_w, self.speed_w]),
+            self.history_w,
             W.HBox([self.start_b, self.stop_b]),
             self.status_w,
             W.HBox([self.n_peek_w, self.peek_b, self.dlq_b]),
@@ -103,30 +110,60 @@ class ProducerPanel(Panel):
     # ---- actions ----------------------------------------------------------------------------
 
     def start(self, duration: float | None = None,
-              max_messages: int | None = None) -> ProducerThread | ProducerGroup:
-        """Start the producer thread(s) of the values in the form (a running one is kept and returned)."""
+              max_messages: int | None = None) -> ProducerThread | ProducerGroup | History:
+        """Start the producer thread(s) of the values in the form (a running one is kept and returned).
+
+        With a history ("6h"; a replay's "30m" is back from where it then starts), its backfills run first and the
+        live feed starts once they are done (:mod:`~lakehouse_utils.kafka.history`); that History is returned.
+        """
         with self._lock:
+            if self.history is not None and self.history.running:
+                return self.history
             if self.thread is not None and self.thread.running:
                 return self.thread
             pairs = [p.strip() for p in self.pairs_w.value.replace(";", ",").split(",") if p.strip()]
             speed = parse_speed(self.speed_w.value)
             source = self.source_w.value.replace(" ", "")
-            thread = make_producers(self.settings, source, pairs, venues=self.venues_w.value if source == "replay"
-                                    else None, url=self.url, file=self.file, speed=speed, record=self.record,
-                                    duration=duration, max_messages=max_messages)
-            try:
-                thread.start()
-            except BaseException:
-                release(thread)
-                raise
-            self.thread = thread
+            venues = self.venues_w.value if source == "replay" else None
+            history = self.history_w.value.strip()
+            self.thread = self.history = None
+
+            def live(start_s: float = 0.0) -> ProducerThread | ProducerGroup:
+                thread = make_producers(self.settings, source, pairs, venues=venues, url=self.url, file=self.file,
+                                        speed=speed, record=self.record, duration=duration,
+                                        max_messages=max_messages, start_s=start_s)
+                try:
+                    thread.start()
+                except BaseException:
+                    release(thread)
+                    raise
+                self.thread = thread
+                return thread
+
+            if history and history.lower() != "none":
+                steps, start_s = plan_history(source, venues, pairs, history, self.file)
+                started: ProducerThread | ProducerGroup | History = History(self.settings, steps).start(
+                    then=lambda: live(start_s))
+                self.history = started
+            else:
+                started = live()
             self._set_running(True)
             self._start_refresher()
-            return thread
+            return started
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the history (if any) and the live feed end, at most ``timeout`` s; True if they did."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.history is not None and not self.history.join(timeout):
+            return False
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.thread is None or self.thread.join(left)
 
     def stop(self, timeout: float = 30.0) -> str:
         """Stop the thread (flushing), then show and return the final status line."""
         with self._lock:
+            if self.history is not None and self.history.running:
+                self.history.stop(timeout)  # before the live feed: it is not started any more
             if self.thread is not None:
                 self.thread.stop(timeout)
             self._stop_refresher()
@@ -135,7 +172,10 @@ class ProducerPanel(Panel):
             return self.status_text()
 
     def status_text(self) -> str:
-        return "idle" if self.thread is None else self.thread.status().line()
+        lines = [self.history.line()] if self.history is not None else []
+        if self.thread is not None:
+            lines.append(self.thread.status().line())
+        return "\n".join(line for line in lines if line) or "idle"
 
     def peek(self, n: int | None = None, dlq: bool = False) -> list[str]:
         """Show (and return) the last ``n`` messages of the topic (or of its DLQ)."""
@@ -160,14 +200,17 @@ class ProducerPanel(Panel):
     def _set_running(self, running: bool) -> None:
         self.start_b.disabled = running
         self.stop_b.disabled = not running
-        self.source_w.disabled = self.pairs_w.disabled = self.speed_w.disabled = self.venues_w.disabled = running
+        for w in (self.source_w, self.pairs_w, self.speed_w, self.venues_w, self.history_w):
+            w.disabled = running
 
     def _update(self) -> bool:
         status = None if self.thread is None else self.thread.status()
-        text = "idle" if status is None else status.line()
-        color = "crimson" if status is not None and not status.ok else None
-        self.status_w.value = pre(text, color)
-        return status is not None and status.state in ("running", "stopping")
+        history = self.history
+        failed = (status is not None and not status.ok) or (history is not None and not history.running
+                                                               and not history.ok)
+        self.status_w.value = pre(self.status_text(), "crimson" if failed else None)
+        return (history is not None and history.running) or (status is not None
+                                                              and status.state in ("running", "stopping"))
 
     def _tick(self) -> bool:
         if self._update():
