@@ -116,3 +116,34 @@ def test_the_live_pipeline_maintains_every_n_batches_on_a_thread(tmp_path: Path)
     assert len(on_disk(settings.silver)) < len(before)  # it vacuumed
     assert DeltaTable(str(settings.silver)).to_pyarrow_table().num_rows == 40
     assert maybe_in_background(settings.with_(maintain_every=0), 4) is None  # off
+
+
+def test_checksums_written_at_once_by_two_threads_never_fail_a_commit(tmp_path: Path) -> None:
+    """Maintenance runs on a thread of the pipeline's process and writes the same version's checksum as the batch
+    does (the soak: a Gold batch failed on the other thread's rename of a shared temp file, and the query died)."""
+    import threading
+
+    from lakehouse_utils.layers.delta_io import write_checksum
+
+    path = tmp_path / "t"
+    errors: list[BaseException] = []
+    for version in range(12):
+        write_deltalake(str(path), pa.table({"v": [version]}), mode="append")
+        barrier = threading.Barrier(4)
+
+        def write(barrier: threading.Barrier = barrier) -> None:
+            try:
+                barrier.wait()
+                write_checksum(DeltaTable(str(path)))
+            except BaseException as exc:  # the test reports any
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        crc = json.loads((path / "_delta_log" / f"{version:020d}.crc").read_text())
+        assert crc["numFiles"] == version + 1
+    assert errors == []
+    assert not list((path / "_delta_log").glob(".*.tmp"))

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -152,9 +153,9 @@ def write_checksum(dt: DeltaTable) -> Path | None:
     """
     dt.update_incremental()
     version = dt.version()
-    log = Path(dt.table_uri.removeprefix("file://")) / "_delta_log"
-    target = log / f"{version:020d}.crc"
-    if not log.is_dir() or target.exists():
+    log_dir = Path(dt.table_uri.removeprefix("file://")) / "_delta_log"
+    target = log_dir / f"{version:020d}.crc"
+    if not log_dir.is_dir() or target.exists():
         return None
     proto, meta = dt.protocol(), dt.metadata()
     protocol: dict[str, Any] = {"minReaderVersion": proto.min_reader_version,
@@ -170,9 +171,16 @@ def write_checksum(dt: DeltaTable) -> Path | None:
     sizes = pa.table(dt.get_add_actions(flatten=True)).column("size_bytes")
     checksum = {"tableSizeBytes": int(pc.sum(sizes).as_py() or 0), "numFiles": len(sizes),
                 "numMetadata": 1, "numProtocol": 1, "protocol": protocol, "metadata": metadata}
-    tmp = log / f".{version:020d}.crc.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(checksum))
-    os.replace(tmp, target)
+    # a name of its own: maintenance on a thread of the pipeline's process may write the same version's at once
+    # (the soak found a batch failing on the other's rename); the file is a shortcut, so a failure only logs
+    tmp = log_dir / f".{version:020d}.crc.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_text(json.dumps(checksum))
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("no checksum for %s version %d: %s", log_dir.parent, version, exc)
+        return None
     return target
 
 
