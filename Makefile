@@ -26,7 +26,7 @@ BIND_HOST ?= $(or $(LAKEHOUSE_BIND_HOST),127.0.0.1)
 LAB_PORT ?= 8888
 DASHBOARD_PORT ?= 8866
 
-.PHONY: setup test bench-smoke unit lint lab demo cluster-demo notebooks nbval bench e2e dashboard clean reset jars
+.PHONY: setup test bench-smoke unit lint lab demo cluster-demo notebooks nbval bench soak e2e dashboard clean reset jars
 
 setup: $(STAMP) $(JARS) $(CDS)
 
@@ -89,6 +89,12 @@ dashboard: setup
 # Speed and memory targets (not timed tests)
 bench: setup
 	$(PY) -m lakehouse_utils.bench --data-dir $(DATA)/bench $(BENCH_ARGS)
+
+# lakehouse demo for HOURS (default 0.5) on a synthetic feed with quiet minutes and bursts, sampled every 30 s:
+# $(DATA)/bench/soak.json and soak.png (RSS, latency, batches, files, log entries, checkpoint; README: Soak)
+HOURS ?= 0.5
+soak: setup
+	$(PY) -m lakehouse_utils.bench.soak --hours $(HOURS) --data-dir $(DATA)/bench
 
 # Only the end-to-end tests (real hour through demo and notebooks)
 e2e: setup

@@ -85,12 +85,14 @@ def poll_gold(gold_dir: str | Path, out: str | Path, interval: float = 0.2, stop
 class GoldPoller:
     """:func:`poll_gold` in a child process (so the reader competes for CPU like a second kernel would)."""
 
-    def __init__(self, gold_dir: str | Path, out: str | Path, interval: float = 0.2) -> None:
+    def __init__(self, gold_dir: str | Path, out: str | Path, interval: float = 0.2,
+                 max_seconds: float = 3600.0) -> None:
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lakehouse_utils.bench.poll", str(gold_dir), str(self.out), str(interval)],
+            [sys.executable, "-m", "lakehouse_utils.bench.poll", str(gold_dir), str(self.out), str(interval),
+             str(max_seconds)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> list[dict]:
@@ -165,10 +167,12 @@ class LatencyResult:
                 "trades": self.trades, "seen": len(self.seconds), "unseen": self.unseen}
 
 
-def latencies(arrivals: pd.DataFrame, polls: list[dict], since: float | None = None) -> LatencyResult:
+def latencies(arrivals: pd.DataFrame, polls: list[dict], since: float | None = None,
+              until: float | None = None) -> LatencyResult:
     """Per-trade latency from Kafka's append time to the first Gold read counting it.
 
-    ``since`` (wall time) keeps only trades appended after it (to leave a warm-up out).
+    ``since`` (wall time) keeps only trades appended at or after it (to leave a warm-up out), ``until`` only those
+    appended before it; the ranks are taken over all of ``arrivals`` either way.
     """
     out: list[np.ndarray] = []
     unseen = 0
@@ -183,6 +187,8 @@ def latencies(arrivals: pd.DataFrame, polls: list[dict], since: float | None = N
                 visible_at[seen:n] = r["t"]
                 seen = n
         keep = appended >= since if since is not None else np.ones(len(appended), bool)
+        if until is not None:
+            keep &= appended < until
         lat = (visible_at - appended)[keep]
         unseen += int(np.isnan(lat).sum())
         out.append(lat[~np.isnan(lat)])

@@ -13,7 +13,8 @@ a replay server). Kinds (:data:`SOURCE_KINDS`):
   trades of that time are missed, but Kraken's snapshot, :func:`drop_window`); ``start_s``: the replay starts
   that many seconds of recording time in (what came before is history: ``kafka/history.py``);
 - ``synthetic``: a seeded random walk, ``SYNTHETIC_BASE_RATE`` x ``speed`` trades/s ("max": as fast as possible
-  on a simulated clock), ``n_trades`` in total (None: endless).
+  on a simulated clock), ``n_trades`` in total (None: endless); ``profile="soak"`` varies the rate over time
+  (quiet minutes and bursts: ``synthetic.soak_rate``).
 
 Live and synthetic sources without ``pairs`` take the venue's default pair (BTC/USD; BTC/USDT on Binance).
 A pair may name its venue, ``binance:BTC/USDT``: only that venue takes it (:func:`pairs_for`).
@@ -63,6 +64,7 @@ def make_source(
     venue: str = "kraken",
     drop: tuple[float, float] | None = None,
     start_s: float = 0.0,
+    profile: str = "steady",
 ) -> tuple[TradeSource, Callable[[], None]]:
     """Build a source by name (see the module doc); returns ``(source, cleanup)``."""
     if kind in LIVE_KINDS:
@@ -84,7 +86,7 @@ def make_source(
 
         rate = None if str(speed) == "max" else SYNTHETIC_BASE_RATE * float(speed)
         return SyntheticSource(pairs_for("synthetic", pairs) or ["BTC/USD"], seed=seed, rate=rate,
-                               n_trades=n_trades), _noop
+                               n_trades=n_trades, profile=profile), _noop
     raise ValueError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_KINDS)}")
 
 

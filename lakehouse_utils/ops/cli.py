@@ -248,7 +248,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = run_demo(settings, source=args.source, venues=args.venues, file=args.file, pairs=args.pairs,
-                      speed=args.speed, start_broker=not names_a_broker(args.bootstrap), broker_port=args.broker_port,
+                      speed=args.speed, profile=args.rate_profile,
+                      start_broker=not names_a_broker(args.bootstrap), broker_port=args.broker_port,
                       until_drained=args.until_drained, duration=args.duration, trigger=args.trigger, drop=args.drop)
     if result.report:
         print(f"report: {result.report}")

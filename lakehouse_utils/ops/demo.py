@@ -97,6 +97,7 @@ def run_demo(
     file: str | None = None,
     pairs: list[str] | None = None,
     speed: str = "max",
+    profile: str = "steady",
     start_broker: bool = True,
     broker_port: int | None = None,
     until_drained: bool = False,
@@ -156,7 +157,7 @@ def run_demo(
         supervisor.start()
         # a replay: every symbol recorded; several venues: a producer thread each
         producer = make_producers(settings, source, pairs, venues=venues, file=file, files=recordings, speed=speed,
-                                  drop=drop)
+                                  drop=drop, profile=profile)
         try:
             producer.start()
         except BaseException:
@@ -244,7 +245,8 @@ def _line(producer, queries: dict) -> str:
         p = progress_of(q, name)
         extra = "".join(f" {k}={v}" for k, v in p.layer.items() if k in ("late", "quarantined", "alerts",
                                                                                      "alert_errors"))
-        parts.append(f"{name} b{p.batch_id if p.batch_id is not None else '-'} {p.input_rows}r{extra}")
+        took = f" {p.batch_ms}ms" if p.batch_ms is not None else ""
+        parts.append(f"{name} b{p.batch_id if p.batch_id is not None else '-'} {p.input_rows}r{took}{extra}")
     return " | ".join(parts)
 
 

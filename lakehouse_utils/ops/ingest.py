@@ -50,6 +50,8 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", default=None, help="replay: recording of one venue, in its wire format (JSONL, .gz ok; "
                                                 "default the bundled real hour)")
     p.add_argument("--speed", default="max", help="replay/synthetic: 'max' or a factor (1 = real time)")
+    p.add_argument("--rate-profile", dest="rate_profile", choices=("steady", "soak"), default="steady",
+                   help="synthetic: steady, or soak (in every 5 minutes a 15 s burst at x5 and a quiet minute)")
     p.add_argument("--drop", type=drop_arg, default=None, metavar="AT:AWAY",
                    help="replay: the server drops the connection AT seconds of recording time in, and the recording "
                         "goes on for AWAY seconds while the client is away (a gap for gap fill to fill)")
@@ -155,7 +157,8 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
             steps, start_s = plan_history(args.source, args.venues, pairs, args.history, args.file)
         thread: ProducerThread | ProducerGroup = make_producers(
             settings, args.source, pairs, venues=args.venues, file=args.file, duration=args.duration, url=args.url,
-            speed=speed, record=args.record, seed=args.seed, n_trades=args.n_trades, drop=args.drop, start_s=start_s)
+            speed=speed, record=args.record, seed=args.seed, n_trades=args.n_trades, drop=args.drop, start_s=start_s,
+            profile=args.rate_profile)
     except ValueError as exc:  # a venue or pair the sources cannot serve: one line, not a traceback
         print(f"error: {exc}", file=out, flush=True)
         return 2

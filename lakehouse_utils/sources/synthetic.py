@@ -46,6 +46,20 @@ def _tick(price: float) -> float:
     return float(f"{price:.6g}")
 
 
+def soak_rate(elapsed_s: float) -> float:
+    """The soak's day in miniature, a factor on the base rate, the same in every five minutes (so any five of them
+    compare): the third minute starts with a 15-second burst (x5), the fifth is quiet (2 %)."""
+    minute = int(elapsed_s // 60) % 5
+    if minute == 4:
+        return 0.02
+    if minute == 2 and elapsed_s % 60 < 15:
+        return 5.0
+    return 1.0
+
+
+RATE_PROFILES: dict[str, Callable[[float], float] | None] = {"steady": None, "soak": soak_rate}
+
+
 class SyntheticSource:
     """Reproducible fake trades with the same ``stream``/``stats`` API as KrakenV2Source."""
 
@@ -56,9 +70,13 @@ class SyntheticSource:
         rate: float | None = 50.0,
         start_prices: dict[str, float] | None = None,
         n_trades: int | None = None,
+        profile: str = "steady",
     ) -> None:
         if rate is not None and rate <= 0:
             raise ValueError("rate must be > 0 or None")
+        if profile not in RATE_PROFILES:
+            raise ValueError(f"unknown rate profile {profile!r}; choose {' | '.join(RATE_PROFILES)}")
+        self.profile = RATE_PROFILES[profile]  # the rate over time (a factor on ``rate``); None: steady
         self.pairs = [normalize_symbol(p) for p in (pairs or ["BTC/USD", "ETH/USD"])]
         self.seed = seed
         self.rate = rate
@@ -89,6 +107,7 @@ class SyntheticSource:
         lambd = 1 / SIMULATED_MEAN_GAP_S
         clock_us = 0  # simulated time since SIMULATED_EPOCH
         started = time.monotonic()
+        due, profile = started, self.profile
         made = stats["trades"]
         stats["connected"] = True
         try:
@@ -100,7 +119,11 @@ class SyntheticSource:
                     clock_us += _micros(gap if gap > 0.001 else 0.001)
                     now = SIMULATED_EPOCH + timedelta(0, clock_us // 1_000_000, clock_us % 1_000_000 // 1000 * 1000)
                 else:
-                    if stop.wait(max(0.0, started + event / rate - time.monotonic())):
+                    if profile is not None:  # the next order after 1 / (the rate now)
+                        due += 1.0 / (rate * profile(due - started))
+                    else:
+                        due = started + event / rate
+                    if stop.wait(max(0.0, due - time.monotonic())):
                         return
                     now = datetime.now(UTC)
                     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
