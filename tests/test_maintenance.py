@@ -147,3 +147,47 @@ def test_checksums_written_at_once_by_two_threads_never_fail_a_commit(tmp_path: 
         assert crc["numFiles"] == version + 1
     assert errors == []
     assert not list((path / "_delta_log").glob(".*.tmp"))
+
+
+def test_two_compactions_of_a_table_at_once_never_double_its_rows(tmp_path: Path) -> None:
+    """delta-rs commits a compaction whose files another one already removed, without a conflict: the soak found
+    Bronze holding every row up to 8 times after the layer's compaction and maintenance's overlapped. Only one
+    compaction of a table runs at a time (threads and processes); the other steps aside."""
+    import subprocess
+    import sys
+    import threading
+
+    from lakehouse_utils.layers.delta_io import compact
+
+    path = tmp_path / "t"
+    for round_ in range(3):
+        for i in range(30):
+            write_deltalake(str(path), pa.table({"k": [round_ * 100 + i]}), mode="append")
+        barrier = threading.Barrier(3)
+        removed: list[int] = []
+
+        def run(barrier: threading.Barrier = barrier, removed: list[int] = removed) -> None:
+            barrier.wait()
+            removed.append(compact(path, min_files=1))
+
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        keys = DeltaTable(str(path)).to_pyarrow_table().column("k").to_pylist()
+        assert sorted(keys) == sorted(set(keys)) and len(keys) == 30 * (round_ + 1), round_
+        assert sum(1 for n in removed if n) == 1 and max(removed) >= 30  # one compacted, the others stepped aside
+    # another process holding the table's compaction lock: this one steps aside too
+    lock = path / "_delta_log" / ".lakehouse-compact.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)", str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        write_deltalake(str(path), pa.table({"k": [999]}), mode="append")
+        assert compact(path, min_files=1) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert compact(path, min_files=1) == 2

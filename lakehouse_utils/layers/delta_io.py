@@ -11,12 +11,15 @@ Spark's streaming sources read these tables and Delta's idempotent-write ids wor
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -121,24 +124,64 @@ def add_columns(path: str | Path, columns: list[tuple[str, str]]) -> list[str]:
     return [name for name, _ in missing]
 
 
+_COMPACTING: dict[str, threading.Lock] = {}
+_COMPACTING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _compacting(path: str | Path) -> Iterator[bool]:
+    """Whether this caller is the one compacting ``path`` now: one at a time, in this process (a thread lock) and
+    across processes (``flock`` on ``_delta_log/.lakehouse-compact.lock``, which Delta readers ignore).
+
+    delta-rs commits a compaction whose files a concurrent one already removed without a conflict (seen in the
+    soak: two OPTIMIZE commits removed the same 50 Bronze files, each added their rows again, and Bronze held every
+    row up to 8 times), so two compactions of a table must never overlap: the second one steps aside.
+    """
+    key = str(Path(path).resolve())
+    with _COMPACTING_LOCK:
+        lock = _COMPACTING.setdefault(key, threading.Lock())
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    try:
+        with open(Path(path) / "_delta_log" / ".lakehouse-compact.lock", "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        lock.release()
+
+
 def compact(path: str | Path, min_files: int = 24, partition_filters: list[tuple[str, str, Any]] | None = None) -> int:
     """Bin-pack the table's small files once there are more than ``min_files``; returns files removed.
 
     A stream adds one small file per micro-batch, and a reader opens every file: without this, a live chart
     or Silver's duplicate check slows down as the day goes on.  The commit only rearranges data
     (``dataChange = false``): Spark's streaming readers of the table skip it, and appends go on beside it.
+    A compaction of the same table already running (``lakehouse maintain``, a layer's own) makes this one return
+    0 at once (:func:`_compacting`).
     """
-    dt = _table(path)
-    files = dt.file_uris(file_pruning_predicate=partition_filters) if partition_filters else dt.file_uris()
-    if len(files) <= min_files:
-        return 0
-    try:
-        metrics = dt.optimize.compact(partition_filters=partition_filters)  # type: ignore[arg-type]
-    except CommitFailedError as exc:  # another compaction (lakehouse maintain) or a replace got there first
-        log.info("compaction of %s skipped: a concurrent commit (%s)", path, str(exc)[:200])
-        return 0
-    write_checksum(dt)
-    return int(metrics.get("numFilesRemoved", 0))
+    with _compacting(path) as mine:
+        if not mine:
+            log.info("compaction of %s skipped: another one is running", path)
+            return 0
+        dt = _table(path)
+        files = dt.file_uris(file_pruning_predicate=partition_filters) if partition_filters else dt.file_uris()
+        if len(files) <= min_files:
+            return 0
+        try:
+            metrics = dt.optimize.compact(partition_filters=partition_filters)  # type: ignore[arg-type]
+        except CommitFailedError as exc:  # a replace got there first
+            log.info("compaction of %s skipped: a concurrent commit (%s)", path, str(exc)[:200])
+            return 0
+        write_checksum(dt)
+        return int(metrics.get("numFilesRemoved", 0))
 
 
 def write_checksum(dt: DeltaTable) -> Path | None:
