@@ -87,11 +87,11 @@ def _click_through(lab: Lab, url: str, token: str, data: Path) -> None:
     lab.wait_idle()
 
     # 01: Run All, a history of 15 minutes (the replay then starts 15 minutes into the hour: its first 15 minutes come
-    # over REST first), a moderate speed (the other 45 minutes in ~7 min), Start; its status counts deliveries
+    # over REST first), a moderate speed (the other 45 minutes in ~6 min), Start; its status counts deliveries
     lab.run_all()
     start = lab.button("Start")
     start.wait_for(timeout=120_000)
-    for field, value in (("speed", "6"), ("history", "15m")):
+    for field, value in (("speed", "8"), ("history", "15m")):
         box = lab.notebook.locator(".widget-text", has_text=field).locator("input")
         box.fill(value)
         box.press("Tab")
