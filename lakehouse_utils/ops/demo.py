@@ -59,14 +59,10 @@ def table_counts(spark: Any, settings: Settings) -> LayerCounts:
     loop asks every half second, and Spark's count of a table of many small commits took seconds each time."""
     from deltalake import DeltaTable
 
+    from ..views.verify import delta_count
+
     def count(path: Path) -> int:
-        if not table_exists(path):
-            return 0
-        dt = DeltaTable(str(path))
-        try:
-            return int(dt.count())
-        except Exception:  # no row counts in the log: count the rows
-            return dt.to_pyarrow_table(columns=[]).num_rows
+        return delta_count(path) or 0
 
     counts = LayerCounts(count(settings.bronze), count(settings.silver), count(settings.quarantine),
                          count(settings.late_trades))
