@@ -118,6 +118,8 @@ def test_bench_quick_runs_every_measurement_in_make_bench_order(tmp_path: Path) 
     assert venues["feed"] == "kraken+coinbase+binance x18" and venues["latency"]["seen"] > 100
     assert venues["trades_per_s"] > 20  # the three together: ~40/s over 190 s (make bench), more at the hour's start
     assert 0 < results["e2e_latency_p50_s_3venues"] <= results["e2e_latency_p95_s_3venues"] < 120
+    check = report["details"]["check"]  # lakehouse check in its own process on the caught-up trades: passed
+    assert check["trades"] == check["silver_rows"] == 20_000 and 50 < results["check_peak_rss_mb_2m"] < 8000
     catchup = report["details"]["partitions"]  # the layer-by-layer catch-up ran on its own topic and tables
     assert catchup["1p"]["trades"] == catchup["3p"]["trades"] == 5_000
     assert not (out / "runs" / "partitions" / "catchup-layers" / "checkpoints" / "kafka_to_bronze_trades"

@@ -13,6 +13,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from lakehouse_utils.config import Settings
+from lakehouse_utils.ops import check_scan
 from lakehouse_utils.ops.check import check
 
 pytestmark = pytest.mark.slow  # the session's hour fixture runs the demo once (shared with other tests)
@@ -26,13 +27,25 @@ def _copy(hour, tmp_path: Path) -> Settings:
     return settings.with_(data_dir=data)
 
 
+@pytest.fixture(params=["whole", "sliced"])
+def slices(request, monkeypatch) -> str:
+    """``sliced``: check reads Silver 300 rows a batch and compares it with Bronze in slices of 400 offsets, so
+    the hour's 2,672 messages cross every boundary (a later copy and its first message in different slices)."""
+    if request.param == "sliced":
+        monkeypatch.setattr(check_scan, "SLICE_ROWS", 400)
+        monkeypatch.setattr(check_scan, "BATCH_ROWS", 300)
+    return request.param
+
+
 def _kinds(report) -> set[tuple[str, str]]:
     return {(f.table, f.kind.split(" in ")[0]) for f in report.findings}
 
 
-def test_the_hour_reconciles(hour, tmp_path: Path) -> None:
+def test_the_hour_reconciles(hour, tmp_path: Path, slices: str) -> None:
     settings = _copy(hour, tmp_path)
-    report = check(settings)
+    steps: list[str] = []
+    report = check(settings, progress=steps.append)
+    assert ("checking Silver and quarantine against Bronze: slice 7/7" in steps) == (slices == "sliced")
     assert report.ok, report.summary()
     f = report.facts
     bronze = DeltaTable(str(settings.bronze)).to_pandas()
@@ -87,7 +100,7 @@ _KNOCK_ON = {(f"gold/bars_{tf}", f"{c} differs") for tf in ("1m", "5m", "1h")
     (_gold_volume_changed, [("gold/bars_1m", "volume differs", 1)], "volume=", set()),
     (_gold_bar_removed, [("gold/bars_5m", "bar missing", 1)], "kraken BTC/USD 2019-07-01 00:10", set()),
 ], ids=lambda v: getattr(v, "__name__", None))
-def test_each_kind_of_damage_is_named(hour, tmp_path: Path, damage, named, example, also) -> None:
+def test_each_kind_of_damage_is_named(hour, tmp_path: Path, damage, named, example, also, slices: str) -> None:
     settings = _copy(hour, tmp_path)
     damage(settings)
     report = check(settings, examples=3)

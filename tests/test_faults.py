@@ -26,7 +26,7 @@ from lakehouse_utils.layers.jobs import Supervisor
 from lakehouse_utils.layers.streaming import join_helpers, wait_until
 from lakehouse_utils.ops.check import check, read_table
 from lakehouse_utils.ops.demo import _wait_caught_up, table_counts
-from lakehouse_utils.ops.reconcile import BAR_KEY, expected_bars
+from lakehouse_utils.ops.reconcile_gold import BAR_KEY, expected_bars
 from lakehouse_utils.procs import free_port_pair
 from lakehouse_utils.progress import ProgressLine
 from lakehouse_utils.sources.synthetic import SyntheticSource

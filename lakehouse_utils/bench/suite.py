@@ -49,6 +49,8 @@ TARGETS: dict[str, tuple[float | None, bool, str]] = {
     "cluster_catchup_trades_per_s_1w": (None, True, "trades/s"),  # 3 partitions, on a cluster of 1 worker
     "cluster_catchup_trades_per_s_2w": (None, True, "trades/s"),  # ... and of 2 workers (1 core, 1 GB each)
     "check_catchup_s": (60.0, False, "s"),  # lakehouse check on the (layer by layer) caught-up tables
+    "check_peak_rss_mb_2m": (1000.0, False, "MB"),  # lakehouse check (its process) on 2M caught-up trades
+    "check_s_2m": (None, False, "s"),
     "producer_trades_per_s": (20_000.0, True, "trades/s"),
     "producer_synthetic_trades_per_s": (100_000.0, True, "trades/s"),
     "peak_rss_mb": (3000.0, False, "MB"),
@@ -148,12 +150,13 @@ def m_first_bar(ctx: Context) -> dict[str, Any]:
 
 
 def _catchup(ctx: Context, flow: str, n: int, partitions: int = 1, master: str | None = None,
-             name: str | None = None) -> dict[str, Any]:
+             name: str | None = None, checked: bool = True) -> dict[str, Any]:
     """In its own process (its own Spark): N synthetic trades in Kafka -> Bronze -> Silver -> Gold."""
     name = name or f"catchup-{flow}" + (f"-{partitions}p" if partitions != 1 else "")
     proc = subprocess.run([sys.executable, "-m", "lakehouse_utils.bench.catchup", "--data-dir",
                            str(ctx.root / name), "--bootstrap", ctx.bootstrap, "--n", str(n),
-                           "--flow", flow, "--partitions", str(partitions), *(["--master", master] if master else [])],
+                           "--flow", flow, "--partitions", str(partitions), *(["--master", master] if master else []),
+                           *([] if checked else ["--no-check"])],
                           capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"catch-up ({flow}) failed:\n{proc.stderr[-3000:]}")
@@ -169,6 +172,27 @@ def m_catchup(ctx: Context) -> dict[str, Any]:
                               "layers": layers | {"order": "one after another (available-now each)"}}
     return {"catchup_trades_per_s": together["catchup_trades_per_s"],
             "catchup_layers_trades_per_s": layers["catchup_trades_per_s"], "check_catchup_s": layers["check_s"]}
+
+
+def m_check(ctx: Context) -> dict[str, Any]:
+    """``lakehouse check`` on 2M trades the one-query pipeline caught up: its peak RSS (its own process, the
+    kernel's count of its pages at their highest) and its time. The tables must pass."""
+    n = 20_000 if ctx.quick else 2_000_000
+    caught = _catchup(ctx, "pipeline", n, name="check-2m", checked=False)
+    with subprocess.Popen([sys.executable, "-m", "lakehouse_utils.ops.cli", "check", "--json", "--data-dir",
+                           str(ctx.root / "check-2m"), "--bootstrap", ctx.bootstrap],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        out = proc.stdout.read() if proc.stdout else ""
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    report = json.loads(out)
+    if proc.returncode != 0 or not report["ok"]:
+        raise RuntimeError(f"lakehouse check on the caught-up trades failed: {out[-3000:]}")
+    peak = usage.ru_maxrss / 1024  # KiB -> MiB
+    facts = report["facts"]
+    ctx.details["check"] = {"trades": caught["trades"], "seconds": report["seconds"], "peak_rss_mb": peak,
+                            "bronze_rows": facts["bronze_rows"], "silver_rows": facts["silver_rows"]}
+    return {"check_peak_rss_mb_2m": peak, "check_s_2m": report["seconds"]}
 
 
 def m_partitions(ctx: Context) -> dict[str, Any]:
@@ -260,6 +284,7 @@ MEASUREMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "venues": m_venues,
     "first_bar": m_first_bar,
     "catchup": m_catchup,
+    "check": m_check,
     "partitions": m_partitions,
     "cluster": m_cluster,
     "notebook_flow": m_notebook_flow,

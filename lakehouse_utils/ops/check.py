@@ -28,16 +28,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..config import TIMEFRAMES, Settings, table_exists
+from ..config import TIMEFRAMES, Settings
 from ..layers.follow import processed_version
 from ..layers.streaming import LAYER_CHECKPOINTS
 from ..sources.gaps import read_unfilled
-from .reconcile import KEYS, LINEAGE, Finding, check_bronze, check_gold, check_silver, trade_id_gaps
+from .check_scan import (
+    Bars,
+    bronze_offsets,
+    columns_of,
+    gold_bars_pass,
+    quarantine_pass,
+    read_table,
+    settle_rest,
+    silver_against_bronze_slices,
+    silver_pass,
+    table_version,
+)
+from .reconcile import KEYS, Finding, bronze_findings, id_gap_facts, merge_findings
+from .reconcile_gold import compare_gold, late_findings
 
 
 @dataclass
@@ -100,29 +112,6 @@ class Report:
         return "\n".join(lines)
 
 
-# -- reading -----------------------------------------------------------------------------------------
-def read_table(path: Path, columns: list[str] | None = None, version: int | None = None) -> pd.DataFrame | None:
-    """A Delta table as pandas (``None`` when there is no table); ``version``: as of that commit."""
-    from deltalake import DeltaTable
-
-    if not table_exists(path):
-        return None
-    dt = DeltaTable(str(path), version=version) if version is not None else DeltaTable(str(path))
-    return dt.to_pyarrow_dataset().to_table(columns=columns).to_pandas()
-
-
-def columns_of(path: Path) -> set[str]:
-    from deltalake import DeltaTable
-
-    return {f.name for f in DeltaTable(str(path)).schema().fields} if table_exists(path) else set()
-
-
-def table_version(path: Path) -> int | None:
-    from deltalake import DeltaTable
-
-    return DeltaTable(str(path)).version() if table_exists(path) else None
-
-
 # -- the whole check ---------------------------------------------------------------------------------
 def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int] | None:
     from ..kafka.topics import end_offsets
@@ -136,56 +125,64 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
         return None
 
 
+
+
 def check(settings: Settings, examples: int = 5, progress: Callable[[str], None] | None = None) -> Report:
     """Reconcile the data dir's tables (see the module doc); ``progress`` gets a line per step."""
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
+    n = examples
     report = Report(str(settings.data_dir))
     # the ids gap fill and backfill could not fetch over REST: listed whatever the tables hold
     report.facts["unfilled_gaps"] = [{**g, "ids": int(g["last"]) - int(g["first"]) + 1}
                                      for g in read_unfilled(settings.unfilled_gaps)]
-    # the downstream tables are read first and the upstream ones as of what their query had processed, so a
-    # layer that is behind shows as lag, never as a difference
+    # the downstream tables' versions are taken first and the upstream ones are read as of what their query had
+    # processed, so a layer that is behind shows as lag, never as a difference
     say("reading Gold")
     gold_version = processed_version(settings.checkpoint(LAYER_CHECKPOINTS[2]))
     gold = {tf: t for tf in TIMEFRAMES if (t := read_table(settings.bars_table(tf))) is not None}
     late = read_table(settings.late_trades)
-    say("reading Silver and quarantine")
-    gold_cols = ["exchange", "symbol", "trade_id", "price", "qty", "side", "event_time", *LINEAGE]
-    # venue_symbol when Silver has it (a Silver made before it got it added when a layer started on it)
-    silver_cols = gold_cols + [c for c in ("venue_symbol",) if c in columns_of(settings.silver)]
-    silver = read_table(settings.silver, silver_cols)
-    quarantine = read_table(settings.quarantine, LINEAGE)
-    if gold_version is not None and gold_version != table_version(settings.silver):
-        silver_at_gold = read_table(settings.silver, gold_cols, gold_version)
-    else:
-        silver_at_gold = silver
-    say("reading Bronze")
+    silver_latest = table_version(settings.silver)
     bronze_version = processed_version(settings.checkpoint(LAYER_CHECKPOINTS[1]))
-    latest = table_version(settings.bronze)
-    bronze = read_table(settings.bronze, ["value_raw", *LINEAGE])
-    if bronze is None:
+    bronze_latest = table_version(settings.bronze)
+    if bronze_latest is None:
         report.findings.append(Finding("bronze", "no table", 1, [str(settings.bronze)]))
         report.seconds = time.perf_counter() - t0
         return report
-    say("checking Bronze")
-    found, facts = check_bronze(bronze, _end_offsets(settings, sorted(bronze["topic"].unique())), examples)
-    report.findings += found
+    say("reading Bronze")
+    runs = bronze_offsets(settings.bronze, n)
+    found, facts = bronze_findings(runs, _end_offsets(settings, sorted({t for t, _ in runs})), n)
+    findings = list(found)
     report.facts.update(facts)
-    if silver is not None:
-        say("checking Silver and quarantine")
-        pinned = bronze_version is not None and bronze_version != latest
-        read = read_table(settings.bronze, ["value_raw", *LINEAGE], bronze_version) if pinned else bronze
-        q = quarantine if quarantine is not None else pd.DataFrame(columns=LINEAGE)
-        found, facts = check_silver(read, silver, q, examples)
-        report.findings += found
-        report.facts.update(facts, silver_behind=int(len(bronze) - len(read)),
-                            trade_id_gaps=trade_id_gaps(silver, examples))
-    if silver_at_gold is not None and gold:
-        say("checking Gold")
-        late_df = late if late is not None else pd.DataFrame(columns=[*KEYS, "event_time", "watermark"])
-        found, facts = check_gold(silver_at_gold, late_df, gold, examples)
-        report.findings += found
-        report.facts.update(facts)
+    parts = set(runs)
+    late_df = late if late is not None else pd.DataFrame(columns=[*KEYS, "event_time", "watermark"])
+    bars = Bars(late_df, list(gold)) if gold else None
+    at_gold = gold_version is None or gold_version == silver_latest
+    if silver_latest is not None:
+        say("reading Silver")
+        sf = silver_pass(settings.silver, parts, n, bars if at_gold else None)
+        say("reading quarantine")
+        q_rows, q_found = quarantine_pass(settings.quarantine, parts, n)
+        say("checking Silver and quarantine against Bronze")
+        # venue_symbol when Silver has it (a Silver made before it got it added when a layer started on it)
+        silver_cols = ["exchange", "symbol", "trade_id", "price", "qty", "side", "event_time", "topic", "partition",
+                       "offset", *[c for c in ("venue_symbol",) if c in columns_of(settings.silver)]]
+        pinned = bronze_version if bronze_version is not None and bronze_version != bronze_latest else None
+        found, copies, pending, read = silver_against_bronze_slices(
+            settings.bronze, pinned, settings.silver, settings.quarantine, runs, silver_cols, n, say)
+        settled, more = settle_rest(settings.silver, pending, sorted({t for t, _ in runs}), n)
+        findings += sf.findings + q_found + found + settled
+        report.facts.update(silver_rows=sf.rows, quarantine_rows=q_rows, duplicates=copies + more,
+                            silver_behind=int(report.facts["bronze_rows"] - read),
+                            trade_id_gaps=id_gap_facts(sf.ids, n))
+        if bars is not None:
+            if not at_gold:
+                say("reading Silver as of Gold's version")
+                gold_bars_pass(settings.silver, gold_version, bars)
+            say("checking Gold")
+            found, facts = compare_gold(bars.want(), late_df, gold, n)
+            findings += late_findings(late_df, late_df[~bars.late_seen], n) + found
+            report.facts.update(facts)
+    report.findings = merge_findings(findings, n)
     report.seconds = time.perf_counter() - t0
     return report
