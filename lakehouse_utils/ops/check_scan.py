@@ -43,7 +43,7 @@ from .reconcile import (
 )
 from .reconcile_gold import in_trade_order, merge_partials, partial_bars
 
-SLICE_ROWS = 200_000  # Bronze rows per slice of the Silver/quarantine comparison (~300 MB of pandas)
+SLICE_ROWS = 200_000  # Bronze rows per slice of the Silver/quarantine comparison (~400 MB at its peak)
 BATCH_ROWS = 131_072  # rows per batch of a streamed read
 GOLD_COLUMNS = ["exchange", "symbol", "trade_id", "price", "qty", "side", "event_time"]
 
@@ -272,6 +272,8 @@ def silver_against_bronze_slices(bronze: Path, bronze_version: int | None, silve
         found += f + settled
         copies += later
         pending.append(unresolved)
+        del b, s, q, rest
+        pa.default_memory_pool().release_unused()  # the slice's Arrow buffers back to the system (mimalloc keeps them)
     return found, copies, pd.concat(pending, ignore_index=True) if pending else pd.DataFrame(), read
 
 
