@@ -23,6 +23,9 @@ def test_the_driver_jvm_maps_the_archive_made_at_setup(spark) -> None:
     classpath = spark.sparkContext._jvm.java.lang.System.getProperty("java.class.path").split(":")
     jars = [str(p) for p in cds.classpath()]
     assert classpath[: len(jars)] == jars
+    # ... with the serial collector besides (spark.DRIVER_JAVA_OPTIONS): its heap grows only when it must
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    assert sorted(b.getName() for b in beans) == ["Copy", "MarkSweepCompact"] and "-XX:+UseSerialGC" in args
 
 
 def test_an_archive_the_jvm_cannot_use_is_ignored_without_a_word(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from deltalake import DeltaTable
@@ -139,7 +140,11 @@ def test_broker_cli_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixt
         out = capsys.readouterr()
         assert "reusing broker" in out.out and f"Next time: --data-dir {tmp_path}" in out.err
         assert main(["broker", "status", "--port", port, "--data-dir", data]) == 0
-        assert "running (pid" in capsys.readouterr().out
+        status = capsys.readouterr().out
+        assert "running (pid" in status
+        # its 256 MB heap is touched at start: the broker's memory is what it will be hours later (README: Soak)
+        pid = int(status.split("running (pid")[1].split(")")[0].strip(" :="))
+        assert psutil.Process(pid).memory_info().rss > 256 * 2**20
     finally:
         assert main(["broker", "stop", "--port", port, "--data-dir", data]) == 0
     assert main(["broker", "status", "--port", port, "--data-dir", data]) == 3  # stopped

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -184,3 +185,37 @@ def test_mutual_tls_end_to_end_and_a_client_without_a_certificate(tmp_path: Path
         with pytest.raises(KafkaSecurityError, match=rf"TLS failed .* at broker {broker.bootstrap}"):
             end_offsets(Settings.from_env(bootstrap=broker.bootstrap), topic, timeout=30)
         assert time.monotonic() - t0 < 15
+
+
+@pytest.mark.timeout(900)
+def test_notebooks_on_a_secured_broker_never_show_the_password(sasl_broker, topic: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """01 and 02 as a user runs them against a SCRAM broker (the password in ``LAKEHOUSE_KAFKA_*``): the trades
+    reach Bronze through the shared engine, and neither the executed notebooks (outputs and widget state) nor any
+    file of the data dir (the engine's log, checkpoints, tables) holds the password."""
+    from lakehouse_utils.engine.server import EngineServer
+    from lakehouse_utils.ops.notebooks import bounded_env, run_notebooks
+
+    data = tmp_path / "data"
+    env = bounded_env(data, sasl_broker.bootstrap, topic, run_seconds=20)
+    env.update({"LAKEHOUSE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "LAKEHOUSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "LAKEHOUSE_KAFKA_SASL_USERNAME": "bob",
+                "LAKEHOUSE_KAFKA_SASL_PASSWORD": BOB})
+    for key in [k for k in os.environ if k.startswith("LAKEHOUSE_") and k not in ("LAKEHOUSE_JARS",)]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        done = run_notebooks(data, tmp_path / "out", sasl_broker.bootstrap, run_seconds=20, only=["01", "02"])
+    finally:
+        EngineServer(data / "engine", data).stop()
+    settings = Settings.from_env()
+    offsets = end_offsets(settings, topic)
+    assert offsets[0] > 100  # 01's replay went through the secured broker ...
+    bronze = DeltaTable(str(data / "bronze" / "crypto_trades")).to_pandas()
+    assert sorted(bronze["offset"]) == list(range(offsets[0]))  # ... and 02's Bronze read all of it, secured
+    assert [p.name for p in done] == ["01_ingest.ipynb", "02_bronze.ipynb"]
+    assert "delivered=" in done[0].read_text() and "Bronze" in done[1].read_text()  # their outputs are there
+    for nb in done:
+        assert BOB not in nb.read_text(), nb.name
+    assert_no_file_holds(data, BOB)
