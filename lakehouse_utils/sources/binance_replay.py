@@ -28,7 +28,8 @@ from websockets.exceptions import ConnectionClosed
 
 from .recording import Recording
 from .reencode import reencode
-from .replay_server import Connection, ReplayServerBase
+from .replay_server import ReplayServerBase
+from .replay_wire import Connection
 from .symbols import common_symbol
 
 PING_INTERVAL_S = 20.0

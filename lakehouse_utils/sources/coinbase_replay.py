@@ -29,7 +29,8 @@ from typing import Any
 
 from .recording import Recording
 from .reencode import reencode
-from .replay_server import Connection, ReplayServerBase, now_text
+from .replay_server import ReplayServerBase
+from .replay_wire import Connection, now_text
 from .symbols import common_symbol
 
 SUBSCRIBE_TIMEOUT_S = 5.0

@@ -19,7 +19,8 @@ import json
 from typing import Any
 
 from .recording import SAMPLE_RECORDING, Recording
-from .replay_server import Connection, ReplayServerBase, now_text, parse_speed
+from .replay_server import ReplayServerBase
+from .replay_wire import Connection, now_text, parse_speed
 from .trades import normalize_symbol
 
 _DEFAULT_STATUS = {
