@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from lakehouse_utils.engine import cds
+from lakehouse_utils.engine.spark import INITIAL_HEAP_MB, driver_java_options
+from lakehouse_utils.procs import rss_mb
 
 
 def test_the_driver_jvm_maps_the_archive_made_at_setup(spark) -> None:
@@ -23,9 +25,24 @@ def test_the_driver_jvm_maps_the_archive_made_at_setup(spark) -> None:
     classpath = spark.sparkContext._jvm.java.lang.System.getProperty("java.class.path").split(":")
     jars = [str(p) for p in cds.classpath()]
     assert classpath[: len(jars)] == jars
-    # ... with the serial collector besides (spark.DRIVER_JAVA_OPTIONS): its heap grows only when it must
+    # ... with the serial collector besides (spark.DRIVER_JAVA_OPTIONS): its heap grows only when it must, and
+    # starts at INITIAL_HEAP_MB touched (the driver's 2g allows it): the JVM's RSS holds that much from the start
     beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
     assert sorted(b.getName() for b in beans) == ["Copy", "MarkSweepCompact"] and "-XX:+UseSerialGC" in args
+    assert f"-Xms{INITIAL_HEAP_MB}m" in args and "-XX:+AlwaysPreTouch" in args
+    committed = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().totalMemory()  # less one survivor space
+    assert committed >= 0.9 * (INITIAL_HEAP_MB << 20)
+    assert rss_mb([jvm_pid]) > INITIAL_HEAP_MB
+
+
+def test_the_drivers_initial_heap_never_passes_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAKEHOUSE_DRIVER_JAVA_OPTIONS", raising=False)
+    assert driver_java_options("2g") == f"-XX:+UseSerialGC -Xms{INITIAL_HEAP_MB}m -XX:+AlwaysPreTouch"
+    assert driver_java_options("512m") == "-XX:+UseSerialGC -Xms512m -XX:+AlwaysPreTouch"
+    assert driver_java_options("1048576k").startswith("-XX:+UseSerialGC -Xms768m ")
+    assert driver_java_options(str(600 << 20)).startswith("-XX:+UseSerialGC -Xms600m ")
+    monkeypatch.setenv("LAKEHOUSE_DRIVER_JAVA_OPTIONS", " -XX:+UseG1GC ")  # replaces them, as documented
+    assert driver_java_options("2g") == "-XX:+UseG1GC"
 
 
 def test_an_archive_the_jvm_cannot_use_is_ignored_without_a_word(tmp_path: Path) -> None:
