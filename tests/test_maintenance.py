@@ -70,6 +70,32 @@ def test_vacuum_keeps_every_file_of_the_window_and_only_those(tmp_path: Path) ->
     assert again.vacuumed == 0
 
 
+def test_a_window_of_many_commits_is_vacuumed_exactly_and_past_the_bound_by_whole_hours(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The soak's case: a commit every few seconds, 10 minutes kept. 240 commits over half an hour, the window's
+    ~80: each file of a version in it is kept, the older ones go (by whole hours, rounded up to one, none would:
+    the soak's files on disk grew all along). Past EXACT_VERSIONS, whole hours again: it keeps more, never less."""
+    from lakehouse_utils.layers import maintenance
+
+    table = tmp_path / "t"
+    now = build(table, batches=240, every=10, age_s=1800.0)
+    latest = DeltaTable(str(table)).version()
+    k0 = version_at(table, now - 10 * 60, latest)
+    needed = set().union(*(files_of(table, v) for v in range(k0, latest + 1)))
+    before = on_disk(table)
+    monkeypatch.setattr(maintenance, "EXACT_VERSIONS", latest - k0 - 1)
+    hours = maintain_table("t", table, retain_s=10 * 60, now=now)
+    assert hours.kept_from == k0 and hours.vacuumed == 0 and on_disk(table) == before  # all within the hour
+    monkeypatch.undo()
+    report = maintain_table("t", table, retain_s=10 * 60, now=now)
+    assert report.kept_from == k0 and latest - k0 > 60
+    kept = on_disk(table)
+    assert needed <= kept and report.vacuumed == len(before - kept) > 150  # 240 appends, 24 compactions
+    assert kept - needed <= {Path(u).name for u in DeltaTable(str(table)).file_uris()}  # nothing else left
+    assert DeltaTable(str(table)).to_pyarrow_table().num_rows == 240
+    assert DeltaTable(str(table), version=k0).to_pyarrow_table().num_rows == (k0 + 1) - (k0 + 1) // 11  # k0 read whole
+
+
 def test_a_stopped_follower_holds_the_files_it_has_not_read(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     now = build(settings.bronze)

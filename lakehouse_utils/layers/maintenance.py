@@ -21,12 +21,14 @@ Uses delta-rs only: no JVM, safe to run beside the demo, the engine or a noteboo
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 from deltalake import DeltaTable
 
@@ -37,7 +39,8 @@ from .streaming import LAYER_CHECKPOINTS
 
 log = logging.getLogger(__name__)
 MIN_RETAIN_S = 60.0
-EXACT_VERSIONS = 200  # up to this many versions kept, vacuum keeps exactly their files; beyond, by whole hours
+EXACT_VERSIONS = 20_000  # up to this many commits since k0 (their JSON read), vacuum keeps exactly the files of
+# the versions kept; beyond (a week at a commit a second is 600k), by delta-rs' retention in whole hours
 LOG_RETENTION_S = 30 * 86400.0
 
 
@@ -109,13 +112,30 @@ def version_at(table: Path, when: float, latest: int) -> int:
     return found if found is not None else min(lo, latest)
 
 
+def _removed_after(table: Path, k0: int, latest: int) -> set[str] | None:
+    """The files the commits after ``k0`` removed (as named on disk), read from their JSON entries; None if one is
+    gone from the log. Every file a version from ``k0`` on holds is either in the latest version or among these."""
+    out: set[str] = set()
+    for version in range(k0 + 1, latest + 1):
+        try:
+            text = (table / "_delta_log" / f"{version:020d}.json").read_text()
+        except FileNotFoundError:
+            return None
+        for line in text.splitlines():
+            if '"remove"' in line and (action := json.loads(line).get("remove")):
+                out.add(unquote(action["path"]))  # the log URL-encodes a path; vacuum lists them as on disk
+    return out
+
+
 def _vacuum(dt: DeltaTable, table: Path, k0: int, latest: int, now: float, retain_s: float) -> list[Path]:
-    """The files no version from ``k0`` on holds, written more than ``retain_s`` ago. A full listing: delta-rs'
-    lighter mode sees only what was removed since the last log checkpoint, and a checkpoint comes every 100
-    commits; a file no commit names yet (being written) is young, so the age keeps it."""
-    if latest - k0 <= EXACT_VERSIONS:
-        found = dt.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True,
-                          keep_versions=list(range(k0, latest + 1)))
+    """The files no version from ``k0`` on holds, written more than ``retain_s`` ago. A full listing (delta-rs'
+    lighter mode sees only what was removed since the last log checkpoint) of every file the latest version does
+    not hold, less those the commits after ``k0`` removed; a file no commit names yet (being written) is young,
+    so the age keeps it. Past EXACT_VERSIONS commits to read, delta-rs' own retention in whole hours instead."""
+    keep = _removed_after(table, k0, latest) if latest - k0 <= EXACT_VERSIONS else None
+    if keep is not None:
+        found = [rel for rel in dt.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False,
+                                          full=True) if rel not in keep]
     else:
         since = _commit_time(table, k0)
         hours = math.ceil((now - since) / 3600) if since is not None else None  # rounded up: keeps more, never less
