@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,9 @@ def latest_version(table: Path, known: int = -1) -> int:
     return version
 
 
-def added_files(table: Path, after: int, upto: int) -> list[tuple[Path, dict[str, str | None], int]]:
-    """Files the commits ``after+1 .. upto`` added with data: (path, partition values, size)."""
-    out = []
+def commit_actions(table: Path, after: int, upto: int, kind: str) -> Iterator[dict[str, Any]]:
+    """The ``kind`` actions (``add``, ``remove``) of the commits ``after+1 .. upto``, from their JSON entries;
+    FollowerError if a version is gone from the log."""
     for version in range(after + 1, upto + 1):
         try:
             lines = _log_file(table, version).read_text().splitlines()
@@ -69,10 +69,20 @@ def added_files(table: Path, after: int, upto: int) -> list[tuple[Path, dict[str
             raise FollowerError(f"version {version} of {table} is no longer in its log (cleaned up): the layer "
                                 "after it cannot go on from where it stopped; rebuild it (`lakehouse reset`)") from None
         for line in lines:
-            add = json.loads(line).get("add") if line.strip() else None
-            if add and add.get("dataChange", True):
-                out.append((table / unquote(add["path"]), add.get("partitionValues") or {}, int(add.get("size", 0))))
-    return out
+            if f'"{kind}"' in line and (action := json.loads(line).get(kind)):
+                yield action
+
+
+def added_files(table: Path, after: int, upto: int) -> list[tuple[Path, dict[str, str | None], int]]:
+    """Files the commits ``after+1 .. upto`` added with data: (path, partition values, size)."""
+    return [(table / unquote(add["path"]), add.get("partitionValues") or {}, int(add.get("size", 0)))
+            for add in commit_actions(table, after, upto, "add") if add.get("dataChange", True)]
+
+
+def removed_files(table: Path, after: int, upto: int) -> set[str]:
+    """Files the commits ``after+1 .. upto`` removed, relative to the table as named on disk (the log URL-encodes
+    a path)."""
+    return {unquote(remove["path"]) for remove in commit_actions(table, after, upto, "remove")}
 
 
 def spark_processed(checkpoint: Path) -> tuple[int, int] | None:

@@ -21,20 +21,18 @@ Uses delta-rs only: no JVM, safe to run beside the demo, the engine or a noteboo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
 
 from deltalake import DeltaTable
 
 from ..config import Settings
 from .delta_io import compact, write_checksum
-from .follow import processed_version
+from .follow import FollowerError, processed_version, removed_files
 from .streaming import LAYER_CHECKPOINTS
 
 log = logging.getLogger(__name__)
@@ -113,18 +111,12 @@ def version_at(table: Path, when: float, latest: int) -> int:
 
 
 def _removed_after(table: Path, k0: int, latest: int) -> set[str] | None:
-    """The files the commits after ``k0`` removed (as named on disk), read from their JSON entries; None if one is
-    gone from the log. Every file a version from ``k0`` on holds is either in the latest version or among these."""
-    out: set[str] = set()
-    for version in range(k0 + 1, latest + 1):
-        try:
-            text = (table / "_delta_log" / f"{version:020d}.json").read_text()
-        except FileNotFoundError:
-            return None
-        for line in text.splitlines():
-            if '"remove"' in line and (action := json.loads(line).get("remove")):
-                out.add(unquote(action["path"]))  # the log URL-encodes a path; vacuum lists them as on disk
-    return out
+    """The files the commits after ``k0`` removed; None if one is gone from the log. Every file a version from
+    ``k0`` on holds is either in the latest version or among these."""
+    try:
+        return removed_files(table, k0, latest)
+    except FollowerError:
+        return None
 
 
 def _vacuum(dt: DeltaTable, table: Path, k0: int, latest: int, now: float, retain_s: float) -> list[Path]:
