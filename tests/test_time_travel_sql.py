@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,14 @@ def write_bars(path: Path, bars: list[dict], **kw) -> None:
     write_deltalake(str(path), pa.Table.from_pylist(bars), partition_by=["is_final"], **kw)
 
 
+def written_late(path: Path, by_ms: float = 40.7) -> None:
+    """Each commit's JSON file written ``by_ms`` after the time its commitInfo records, as on a loaded machine
+    (CI saw 2 ms): time travel reads a version's time from its file, so history must show that time."""
+    for c in DeltaTable(str(path)).history():
+        ns = (int(c["timestamp"]) * 1_000_000) + int(by_ms * 1_000_000)
+        os.utime(path / "_delta_log" / f"{int(c['version']):020d}.json", ns=(ns, ns))
+
+
 @pytest.fixture
 def gold(tmp_path: Path) -> Settings:
     """gold_1m: v0 four bars (one final); v1 Gold's next commit: 00:00 and 00:01 turn final (00:01 with one more
@@ -54,6 +63,7 @@ def gold(tmp_path: Path) -> Settings:
                       bar(4, 1, 100.0, False)],
                mode="overwrite", predicate="NOT is_final OR bar_start < '2019-07-01T00:02:00Z'")
     write_bars(path, [bar(3, 8, 102.5, True)], mode="overwrite", predicate="bar_start = '2019-07-01T00:03:00Z'")
+    written_late(path)
     return settings
 
 

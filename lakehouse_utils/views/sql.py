@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -70,6 +71,29 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:400]
 
 
+def commit_times(path: str | Path, commits: list[dict[str, Any]]) -> dict[int, datetime]:
+    """Each commit's time as time travel reads it (``commits``: ``DeltaTable.history()``'s entries).
+
+    Without in-commit timestamps, Delta's time of a version is its ``_delta_log`` JSON file's modification time
+    in whole milliseconds, made strictly increasing (Spark's ``timestampAsOf`` and delta-rs' ``load_as_version``
+    both resolve a time that way), not the ``timestamp`` its commitInfo records: that is taken before the file is
+    written, milliseconds earlier on a loaded machine, and read as of it the version before shows. A table with
+    ``inCommitTimestamp`` uses it; a version whose JSON file is gone keeps its recorded time.
+    """
+    times: dict[int, datetime] = {}
+    previous = -1
+    for c in sorted(commits, key=lambda c: int(c["version"])):
+        version, ms = int(c["version"]), c.get("inCommitTimestamp")
+        if ms is None:
+            try:
+                ms = os.stat(Path(path) / "_delta_log" / f"{version:020d}.json").st_mtime_ns // 1_000_000
+            except OSError:
+                ms = int(c["timestamp"])
+        ms = max(int(ms), previous + 1)
+        times[version], previous = datetime.fromtimestamp(ms / 1000, tz=UTC), ms
+    return times
+
+
 def open_at(name: str, path: Path, version: int | None = None, as_of: str | datetime | None = None) -> Any:
     """The ``deltalake.DeltaTable`` at ``path`` now, at ``version`` or as of ``as_of``; a :class:`SqlError` if
     there is no such table or version."""
@@ -80,8 +104,7 @@ def open_at(name: str, path: Path, version: int | None = None, as_of: str | date
     dt = DeltaTable(str(path))
     if version is None and as_of is not None:
         when = parse_as_of(as_of)
-        first = min(dt.history(), key=lambda c: int(c["version"]))  # delta-rs would read version 0 before it
-        created = datetime.fromtimestamp(first["timestamp"] / 1000, tz=UTC)
+        created = min(commit_times(path, dt.history()).items())[1]  # delta-rs would read version 0 before it
         if when < created:
             raise SqlError(f"table {name} did not exist yet at {when.isoformat()}: its first commit is at "
                            f"{created.isoformat()}")
@@ -225,5 +248,5 @@ def format_table(table: pa.Table, fmt: str = "table", max_rows: int | None = Non
     return "\n".join(lines)
 
 
-__all__ = ["FORMATS", "SqlError", "format_table", "open_at", "parse_as_of", "query_text", "referenced", "run_sql",
+__all__ = ["FORMATS", "SqlError", "commit_times", "format_table", "open_at", "parse_as_of", "query_text", "referenced", "run_sql",
            "same_rows", "spark_sql", "table_paths"]

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import TIMEFRAMES, Settings, table_exists
-from .sql import open_at, parse_as_of
+from .sql import commit_times, open_at, parse_as_of
 
 # a Gold bar's key and the columns a change is told by (layers.gold_tables: KEY, BAR_COLUMNS; not imported from
 # there, which would load pyspark into a kernel or a `lakehouse sql` that has no use for it)
@@ -65,12 +65,14 @@ def history(path: str | Path, table: str = "", limit: int | None = None) -> list
     from deltalake import DeltaTable
 
     out = []
-    for c in DeltaTable(str(path)).history(limit):
+    commits = DeltaTable(str(path)).history(limit)
+    times = commit_times(path, commits)
+    for c in commits:
         metrics = c.get("operationMetrics") or {}
         operation = str(c.get("operation", "?"))
         out.append(Commit(
             table=table or Path(path).name, version=int(c["version"]),
-            timestamp=datetime.fromtimestamp(c["timestamp"] / 1000, tz=UTC), operation=operation,
+            timestamp=times[int(c["version"])], operation=operation,
             rows_added=_metric(metrics, *_ADDED),
             files_added=_metric(metrics, "num_added_files", "numFilesAdded", "num_target_files_added", "numFiles"),
             files_removed=_metric(metrics, "num_removed_files", "numFilesRemoved", "num_target_files_removed"),
