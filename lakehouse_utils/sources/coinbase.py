@@ -9,9 +9,9 @@ they send the same trades twice, which Silver keeps once.
   sends one ``last_match`` per product: a trade that may already be in Kafka (a snapshot: counted in
   ``snapshot_trades``, and in ``snapshot_repeats`` when its id was seen). ``side`` is the maker order's side:
   the taker is the other one (``taker.py``).
-- :class:`CoinbaseAdvancedSource` (``wss://advanced-trade-ws.coinbase.com``) subscribes to ``market_trades``
-  and ``heartbeats`` (without it the server closes an idle connection). A ``snapshot`` event of recent trades
-  comes first. ``side`` (``BUY``/``SELL``) is read per ``taker.ADVANCED_SIDE_IS`` (the maker's: see there).
+- :class:`CoinbaseAdvancedSource` (``wss://advanced-trade-ws.coinbase.com``) subscribes to ``heartbeats``
+  (first: without it the server closes an idle connection), then ``market_trades``. A ``snapshot`` event of
+  recent trades comes first. ``side`` (``BUY``/``SELL``) is read per ``taker.ADVANCED_SIDE_IS`` (the maker's: see there).
 
 Both feeds want the subscribe within 5 s of connecting: it is sent right after the handshake. Ids skipped
 between connections are counted per product (``gaps.py``). Prices and sizes are decimal strings.
@@ -97,8 +97,10 @@ class CoinbaseAdvancedSource(_CoinbaseSource):
     default_url = ADVANCED_TRADE_URL
 
     def subscribe_messages(self) -> list[dict[str, Any]]:
-        return [{"type": "subscribe", "product_ids": self.products, "channel": "market_trades"},
-                {"type": "subscribe", "channel": "heartbeats"}]
+        # heartbeats first: the connection is kept alive before any trade flows, and the feed (or a replay that
+        # sends its whole recording and closes) has both requests before it starts sending
+        return [{"type": "subscribe", "channel": "heartbeats"},
+                {"type": "subscribe", "product_ids": self.products, "channel": "market_trades"}]
 
     def handle_frame(self, frame: dict[str, Any], text: str, at: datetime) -> list[Trade | Rejected]:
         channel = frame.get("channel")
