@@ -11,7 +11,8 @@ they send the same trades twice, which Silver keeps once.
   the taker is the other one (``taker.py``).
 - :class:`CoinbaseAdvancedSource` (``wss://advanced-trade-ws.coinbase.com``) subscribes to ``heartbeats``
   (first: without it the server closes an idle connection), then ``market_trades``. A ``snapshot`` event of
-  recent trades comes first. ``side`` (``BUY``/``SELL``) is read per ``taker.ADVANCED_SIDE_IS`` (the maker's: see there).
+  recent trades comes first. ``side`` (``BUY``/``SELL``) is read per ``taker.ADVANCED_SIDE_IS`` (the maker's: see
+  there).
 
 Both feeds want the subscribe within 5 s of connecting: it is sent right after the handshake. Ids skipped
 between connections are counted per product (``gaps.py``). Prices and sizes are decimal strings.

@@ -248,5 +248,5 @@ def format_table(table: pa.Table, fmt: str = "table", max_rows: int | None = Non
     return "\n".join(lines)
 
 
-__all__ = ["FORMATS", "SqlError", "commit_times", "format_table", "open_at", "parse_as_of", "query_text", "referenced", "run_sql",
-           "same_rows", "spark_sql", "table_paths"]
+__all__ = ["FORMATS", "SqlError", "commit_times", "format_table", "open_at", "parse_as_of", "query_text",
+           "referenced", "run_sql", "same_rows", "spark_sql", "table_paths"]

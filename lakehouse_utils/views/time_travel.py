@@ -14,7 +14,7 @@ log (``DeltaTable.load_as_version(version | datetime)``). Here:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
