@@ -12,9 +12,12 @@ files a compaction replaced stay on disk, and every table's log grows by a JSON 
    ``layers.follow``; a layer stopped for a week still finds every file it needs). A removed file goes only if
    no version from ``k0`` on holds it. Only files the log removed are candidates: a file being written and not
    committed yet is never touched;
-3. writes a **log checkpoint** (readers load one Parquet file instead of replaying every JSON commit) and drops
-   log entries past Delta's log retention (``delta.logRetentionDuration``, 30 days) unless a follower still needs
-   them.
+3. writes a **log checkpoint** (readers load one Parquet file instead of replaying every JSON commit) and
+   **prunes the log** to what ``k0`` needs: every entry (commit, checksum, checkpoint) of a version before the
+   newest checkpoint at or before ``k0`` is deleted, as Delta's own metadata cleanup does past its log retention.
+   A table's state is that checkpoint plus the commits after it, so every version from ``k0`` on stays readable.
+   Why not delta-rs' ``cleanup_metadata()``: it removed nothing here (delta-rs issues #2180, #3692). Why at all:
+   each write lists ``_delta_log``, so a batch's cost grew with the log's length (README: Soak, the fifth run).
 
 Uses delta-rs only: no JVM, safe to run beside the demo, the engine or a notebook.
 """
@@ -39,7 +42,6 @@ log = logging.getLogger(__name__)
 MIN_RETAIN_S = 60.0
 EXACT_VERSIONS = 20_000  # up to this many commits since k0 (their JSON read), vacuum keeps exactly the files of
 # the versions kept; beyond (a week at a commit a second is 600k), by delta-rs' retention in whole hours
-LOG_RETENTION_S = 30 * 86400.0
 
 
 @dataclass
@@ -143,6 +145,32 @@ def _vacuum(dt: DeltaTable, table: Path, k0: int, latest: int, now: float, retai
     return out
 
 
+def _log_version(name: str) -> int | None:
+    """The version a ``_delta_log`` entry belongs to (``N.json``, ``N.crc``, ``N.checkpoint[.k.n].parquet``,
+    Hadoop's ``.N.json.crc``); None for anything else (``_last_checkpoint``, locks, folders)."""
+    head = name.lstrip(".").split(".", 1)[0]
+    return int(head) if len(head) == 20 and head.isdigit() else None
+
+
+def prune_log(table: Path, keep_from: int) -> int:
+    """Delete the log entries of every version before the newest checkpoint at or before ``keep_from``; returns
+    how many files went. Versions from that checkpoint on stay readable; none if it has no such checkpoint."""
+    log_dir = Path(table) / "_delta_log"
+    entries = [(v, e) for e in log_dir.iterdir() if e.is_file() and (v := _log_version(e.name)) is not None]
+    checkpoints = [v for v, e in entries if ".checkpoint." in e.name and v <= keep_from]
+    if not checkpoints:
+        return 0
+    base, removed = max(checkpoints), 0
+    for version, entry in sorted(entries):
+        if version < base:
+            try:
+                entry.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
+
+
 def maintain_table(name: str, path: Path, retain_s: float, needed: tuple[int, str] | None = None,
                    now: float | None = None) -> TableMaintenance:
     """Compact, vacuum and checkpoint one table (see the module)."""
@@ -170,13 +198,7 @@ def maintain_table(name: str, path: Path, retain_s: float, needed: tuple[int, st
     dt = DeltaTable(str(path))
     dt.create_checkpoint()
     report.checkpoint = True
-    oldest_needed = _commit_time(Path(path), needed[0]) if needed is not None else None
-    if oldest_needed is None or now - oldest_needed < LOG_RETENTION_S:
-        before = len(list((Path(path) / "_delta_log").glob("*.json")))
-        dt.cleanup_metadata()
-        report.logs_removed = before - len(list((Path(path) / "_delta_log").glob("*.json")))
-    else:
-        report.notes.append("old log kept: a follower still needs it")
+    report.logs_removed = prune_log(Path(path), k0)
     write_checksum(dt)
     report.version = dt.version()
     return report
@@ -224,4 +246,4 @@ def maybe_in_background(settings: Settings, batch_id: int) -> threading.Thread |
 
 
 __all__ = ["MIN_RETAIN_S", "TableMaintenance", "followers", "maintain", "maintain_table", "maybe_in_background",
-           "retain_seconds", "version_at"]
+           "prune_log", "retain_seconds", "version_at"]
