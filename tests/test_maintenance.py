@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +19,8 @@ from lakehouse_utils.layers.follow import STATE, added_files
 from lakehouse_utils.layers.maintenance import maintain, maintain_table, version_at
 from lakehouse_utils.layers.streaming import LAYER_CHECKPOINTS
 from lakehouse_utils.ops.cli import main
-from lakehouse_utils.views.time_travel import history
+from lakehouse_utils.views.sql import SqlError
+from lakehouse_utils.views.time_travel import bars_at, history
 
 
 def build(path: Path, batches: int = 60, every: int = 10, age_s: float = 3600.0) -> float:
@@ -107,6 +109,8 @@ def test_a_window_of_many_commits_is_vacuumed_exactly_and_past_the_bound_by_whol
         assert DeltaTable(str(table), version=v).to_pyarrow_table().num_rows == (v + 1) - (v + 1) // 11
     with pytest.raises(Exception):  # noqa: B017 - delta-rs' error for a version whose log is gone
         DeltaTable(str(table), version=base - 1)
+    with pytest.raises(SqlError, match=f"keeps versions from {base} .* maintenance pruned the log before it"):
+        bars_at(table, as_of=datetime.fromtimestamp(now - 3000, tz=UTC))
     write_deltalake(str(table), pa.table({"i": [10_000]}), mode="append")  # writers go on
     assert DeltaTable(str(table)).to_pyarrow_table().num_rows == 241
 

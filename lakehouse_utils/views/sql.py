@@ -104,7 +104,10 @@ def open_at(name: str, path: Path, version: int | None = None, as_of: str | date
     dt = DeltaTable(str(path))
     if version is None and as_of is not None:
         when = parse_as_of(as_of)
-        created = min(commit_times(path, dt.history()).items())[1]  # delta-rs would read version 0 before it
+        first, created = min(commit_times(path, dt.history()).items())  # delta-rs would read it before then
+        if when < created and first > 0:
+            raise SqlError(f"table {name} keeps versions from {first} (committed at {created.isoformat()}) on: "
+                           f"maintenance pruned the log before it")
         if when < created:
             raise SqlError(f"table {name} did not exist yet at {when.isoformat()}: its first commit is at "
                            f"{created.isoformat()}")
