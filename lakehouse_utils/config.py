@@ -61,6 +61,12 @@ def table_exists(path: str | Path) -> bool:
     return (Path(path) / "_delta_log").is_dir()
 
 
+def commit_file(path: str | Path, version: int) -> Path:
+    """The JSON commit of ``version`` in the Delta table at ``path``; its modification time is the version's time
+    for time travel (Spark's and delta-rs'), for maintenance's window and for ``views.time_travel``."""
+    return Path(path) / "_delta_log" / f"{version:020d}.json"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")

@@ -32,6 +32,7 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 
+from ..config import commit_file
 from .query_progress import LayerStats
 from .streaming import trigger_kwargs
 
@@ -44,14 +45,10 @@ class FollowerError(RuntimeError):
 
 
 # -- the source table's log ------------------------------------------------------------------------------
-def _log_file(table: Path, version: int) -> Path:
-    return table / "_delta_log" / f"{version:020d}.json"
-
-
 def latest_version(table: Path, known: int = -1) -> int:
     """The table's newest version, found by probing the commits after ``known`` (no listing of the log)."""
     version = known
-    while _log_file(table, version + 1).exists():
+    while commit_file(table, version + 1).exists():
         version += 1
     if version < 0:  # nothing known yet and no version 0: the table may start later (a checkpointed log)
         versions = [int(p.stem) for p in (table / "_delta_log").glob("*.json") if p.stem.isdigit()]
@@ -64,7 +61,7 @@ def commit_actions(table: Path, after: int, upto: int, kind: str) -> Iterator[di
     FollowerError if a version is gone from the log."""
     for version in range(after + 1, upto + 1):
         try:
-            lines = _log_file(table, version).read_text().splitlines()
+            lines = commit_file(table, version).read_text().splitlines()
         except OSError:
             raise FollowerError(f"version {version} of {table} is no longer in its log (cleaned up): the layer "
                                 "after it cannot go on from where it stopped; rebuild it (`lakehouse reset`)") from None

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-from ..config import Settings
+from ..config import Settings, commit_file
 from .delta_io import compact, write_checksum
 from .follow import FollowerError, processed_version, removed_files
 from .streaming import LAYER_CHECKPOINTS
@@ -92,7 +92,7 @@ def followers(settings: Settings) -> dict[Path, tuple[int, str]]:
 
 def _commit_time(table: Path, version: int) -> float | None:
     try:
-        return (table / "_delta_log" / f"{version:020d}.json").stat().st_mtime
+        return commit_file(table, version).stat().st_mtime
     except OSError:
         return None
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..config import commit_file
+
 
 class TableVersions:
     """The newest versions of Delta tables, each table followed from the version seen last (-1: none yet)."""
@@ -26,7 +28,7 @@ class TableVersions:
         out = []
         for table in tables:  # per table: a timeframe picked later starts from its own version
             known = self._known.get(table, -1)
-            if known >= 0 and not (table / "_delta_log" / f"{known:020d}.json").exists():
+            if known >= 0 and not commit_file(table, known).exists():
                 known = -1  # the table was made anew (lakehouse reset): look from its start
             self._known[table] = latest_version(table, known)
             out.append(self._known[table])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..config import Settings, table_exists
+from ..config import Settings, commit_file, table_exists
 
 FORMATS = ("table", "csv", "json")
 
@@ -86,7 +85,7 @@ def commit_times(path: str | Path, commits: list[dict[str, Any]]) -> dict[int, d
         version, ms = int(c["version"]), c.get("inCommitTimestamp")
         if ms is None:
             try:
-                ms = os.stat(Path(path) / "_delta_log" / f"{version:020d}.json").st_mtime_ns // 1_000_000
+                ms = commit_file(path, version).stat().st_mtime_ns // 1_000_000
             except OSError:
                 ms = int(c["timestamp"])
         ms = max(int(ms), previous + 1)
