@@ -133,6 +133,35 @@ def test_a_stopped_follower_holds_the_files_it_has_not_read(tmp_path: Path) -> N
     del now
 
 
+def test_a_layer_first_started_after_the_log_was_pruned_starts_from_the_table_as_it_is(tmp_path: Path) -> None:
+    """Bronze ran past the time-travel window before Silver was ever started (notebook 02 long before 03): its
+    first batch is Bronze as it is (compacted files included), each row once; then it follows the new versions."""
+    import pyarrow.parquet as pq
+
+    from lakehouse_utils.config import commit_file
+    from lakehouse_utils.layers.follow import Follower
+
+    settings = Settings(data_dir=tmp_path / "data")
+    build(settings.bronze, batches=120)  # delta-rs checkpoints version 100: the log before it can go
+    assert maintain(settings, retain_s=600)[0].kept_from > 100
+    assert not commit_file(settings.bronze, 0).exists()  # the log before the window is gone
+    taken: list[list[int]] = []
+
+    def follow() -> Follower:
+        follower = Follower("silver", settings.bronze, settings.silver, settings.checkpoint(LAYER_CHECKPOINTS[1]),
+                            "available-now", lambda files: pa.concat_tables([pq.read_table(f) for f, _, _ in files]),
+                            lambda rows, batch, stats: taken.append(sorted(rows.column("i").to_pylist())))
+        assert follower.start().awaitTermination(60) and follower.exception() is None, follower.exception()
+        return follower
+
+    first = follow()
+    assert taken == [list(range(120))] and first.done == DeltaTable(str(settings.bronze)).version()
+    for i in (120, 121):
+        write_deltalake(str(settings.bronze), pa.table({"i": [i]}), mode="append")
+    follow()
+    assert taken[1:] == [[120, 121]]
+
+
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     build(settings.silver, batches=30)

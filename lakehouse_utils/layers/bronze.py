@@ -17,7 +17,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from ..config import Settings
 from ..kafka.kafka_conf import spark_options
-from . import delta_io
+from . import delta_io, maintenance
 from .query_progress import LayerStats
 from .streaming import (
     LAYER_CHECKPOINTS,
@@ -129,6 +129,7 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger: str | None = 
             commit()
         else:
             on_batch(rows, commit)
+        maintenance.maybe_in_background(settings, batch_id)  # every maintain_every batches, beside the stream
 
     with scheduler_pool(spark, QUERY_NAME):
         query = (

@@ -15,6 +15,10 @@ caught up with it *joins* its batches (:class:`Chain`): Bronze's micro-batch, on
 Silver and then to Gold, one Spark job for the three layers, as ``lakehouse demo``'s one query does.  Stop Silver
 and Bronze goes on alone; start it again and it catches up from Bronze's table, then joins again.  Which way a
 batch ran changes nothing in the tables: a batch is "these source versions", either way.
+
+**A first start after maintenance pruned the log** (``maintenance.prune_log``: Silver never started while Bronze
+ran longer than the time-travel window): the follower's first batch is the source table as it is, its newest
+version's files, as Spark's Delta source starts from a snapshot; it follows the versions after that.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
+from deltalake import DeltaTable
 
 from ..config import commit_file
 from .query_progress import LayerStats
@@ -74,6 +79,19 @@ def added_files(table: Path, after: int, upto: int) -> list[tuple[Path, dict[str
     """Files the commits ``after+1 .. upto`` added with data: (path, partition values, size)."""
     return [(table / unquote(add["path"]), add.get("partitionValues") or {}, int(add.get("size", 0)))
             for add in commit_actions(table, after, upto, "add") if add.get("dataChange", True)]
+
+
+def log_pruned(table: Path, after: int) -> bool:
+    """True for a follower that has read nothing yet (``after`` -1) of a table whose first versions are gone."""
+    return after < 0 and not commit_file(table, 0).exists() and latest_version(table) >= 0
+
+
+def snapshot_files(table: Path, version: int) -> list[tuple[Path, dict[str, str | None], int]]:
+    """The files that make up the table at ``version``: (path, partition values as the log writes them, size)."""
+    actions = pa.table(DeltaTable(str(table), version=version).get_add_actions(flatten=True))
+    parts = [c for c in actions.column_names if c.startswith("partition.")]
+    return [(table / row["path"], {c[len("partition."):]: None if row[c] is None else str(row[c]) for c in parts},
+             int(row["size_bytes"])) for row in actions.to_pylist()]
 
 
 def removed_files(table: Path, after: int, upto: int) -> set[str]:
@@ -259,6 +277,8 @@ class Follower:
             return fn()
 
     def _chunk_end(self, latest: int) -> int:
+        if log_pruned(self.source, self.done):
+            return latest  # a snapshot of the table as it is, one batch
         size, upto = 0, self.done
         while upto < latest:
             size += sum(s for _, _, s in added_files(self.source, upto, upto + 1))
@@ -272,7 +292,8 @@ class Follower:
         t0 = time.perf_counter()
         self._busy = True
         try:
-            files = added_files(self.source, first, last) if rows is None else None
+            files = None if rows is not None else snapshot_files(self.source, last) \
+                if log_pruned(self.source, first) else added_files(self.source, first, last)
             if rows is None and not files:  # only compactions: nothing to do but move on
                 self._save({"batch": self._state["batch"], "done": last})
                 return None

@@ -112,6 +112,12 @@ def version_at(path: str | Path, when: str | datetime) -> int | None:
     return max(before) if before else None
 
 
+def first_version(path: str | Path) -> int:
+    """The table's oldest version still in its log: 0, unless maintenance pruned the log before a later one."""
+    versions = [c.version for c in history(path)]
+    return min(versions) if versions else 0
+
+
 def middle_version(path: str | Path) -> int:
     """The version halfway through the table's history (what notebook 08 compares with now by default)."""
     versions = [c.version for c in history(path)]
@@ -208,5 +214,5 @@ def diff_counts(diff: pd.DataFrame) -> dict[str, int]:
 
 
 __all__ = ["CHANGES", "Commit", "added_line", "bar_counts", "bars_at", "bars_diff", "changes_line", "commit_time",
-           "diff_counts", "halfway", "histories", "history", "history_summary", "late_since", "layer_tables",
-           "middle_version", "version_at"]
+           "diff_counts", "first_version", "halfway", "histories", "history", "history_summary", "late_since",
+           "layer_tables", "middle_version", "version_at"]
