@@ -59,7 +59,7 @@ unit: setup
 	$(PY) -m pytest -m "not slow and not bench" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check lakehouse_utils tests
+	$(VENV)/bin/ruff check lakehouse_utils tests notebooks
 
 lab: setup
 	$(VENV)/bin/jupyter lab --ip=$(BIND_HOST) --port=$(LAB_PORT) --notebook-dir=notebooks $(ALLOW_ROOT)
