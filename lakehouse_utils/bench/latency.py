@@ -132,8 +132,16 @@ def kafka_arrivals(bootstrap: str, topic: str, timeout: float = 10.0) -> pd.Data
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in parts}
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
         todo = {p for p in parts if ends[p] > 0}
+        quiet_until = time.monotonic() + timeout
         while todo:
-            for msg in consumer.consume(10_000, timeout):
+            # short waits: a consume of 10,000 waits its whole timeout when fewer are left (10 s a call)
+            msgs = consumer.consume(10_000, 0.2)
+            if msgs:
+                quiet_until = time.monotonic() + timeout
+            elif time.monotonic() > quiet_until:
+                raise TimeoutError(f"{topic}: nothing read for {timeout:.0f} s with partitions {sorted(todo)} short "
+                                   f"of their end offsets {ends}")
+            for msg in msgs:
                 if msg.error():
                     todo.discard(msg.partition())
                     continue
