@@ -82,8 +82,9 @@ def added_files(table: Path, after: int, upto: int) -> list[tuple[Path, dict[str
 
 
 def log_pruned(table: Path, after: int) -> bool:
-    """True for a follower that has read nothing yet (``after`` -1) of a table whose first versions are gone."""
-    return after < 0 and not commit_file(table, 0).exists() and latest_version(table) >= 0
+    """True for a follower that has read nothing yet (``after`` -1) of a table whose first versions are gone (its
+    callers know the table has a version: they are about to read up to it)."""
+    return after < 0 and not commit_file(table, 0).exists()
 
 
 def snapshot_files(table: Path, version: int) -> list[tuple[Path, dict[str, str | None], int]]:
