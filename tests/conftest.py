@@ -72,7 +72,8 @@ def _dir_times() -> dict[str, object]:
         names = sorted(n for n in os.listdir(REPO_DATA) if n != ARTIFACTS.name)
     except OSError:
         return out
-    out[str(REPO_DATA)] = names
+    if names:  # an empty data/ (made as the artifacts' parent) is no change
+        out[str(REPO_DATA)] = names
     stack = [str(REPO_DATA / n) for n in names]
     while stack:
         path = stack.pop()
@@ -125,7 +126,9 @@ def own_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), free_port_pair())
+    # retention looked at every 500 ms (not 5 min): a test deletes offsets by its topic's retention.ms
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), free_port_pair(),
+                        config={"log.retention.check.interval.ms": "500"})
     broker.start()
     yield broker
     broker.stop()

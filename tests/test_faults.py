@@ -213,8 +213,10 @@ def bronze_offsets(settings: Settings) -> list[int]:
 
 
 def test_offsets_deleted_by_retention_stop_bronze_unless_data_loss_is_allowed(
-        spark, fsettings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+        spark, shared_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     import io
+
+    fsettings = shared_settings  # its retention is its topic's own (the session's broker checks every 500 ms)
 
     from lakehouse_utils.layers.bronze import SKIPPED, start_bronze
     from lakehouse_utils.layers.jobs import run_query
