@@ -187,15 +187,19 @@ def test_engine_killed_mid_run_resumes_its_queries_from_their_checkpoints(kafka:
     try:
         for layer in ("bronze", "silver", "gold"):
             engine.start(layer, settings, "1 second")
-        feed = _cli("ingest", "--source", "replay", "--speed", "200", "--bootstrap", kafka.bootstrap,
-                    "--topic", topic, "--duration", "5")  # the first part of the hour
-        assert feed.returncode == 0, feed.stderr
-        deadline = time.monotonic() + 240
-        while len(list((settings.silver / "_delta_log").glob("*.json"))) < 2:  # Silver holds rows: pull the plug
-            assert time.monotonic() < deadline, engine.server.log_tail()
-            time.sleep(0.5)
-        group = _group(pid)
-        engine.server.kill()
+        first = subprocess.Popen([sys.executable, "-m", "lakehouse_utils.ops.cli", "ingest", "--source", "replay",
+                                  "--speed", "200", "--bootstrap", kafka.bootstrap, "--topic", topic, "--duration",
+                                  "5"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:  # the first part of the hour, the engine killed while it comes in
+            deadline = time.monotonic() + 240
+            while len(list((settings.silver / "_delta_log").glob("*.json"))) < 2:  # Silver holds rows: pull the plug
+                assert time.monotonic() < deadline, engine.server.log_tail()
+                time.sleep(0.5)
+            group = _group(pid)
+            engine.server.kill()
+        finally:
+            _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
         assert len(group) >= 2 and _gone(group)  # the JVM went with it
         assert json.loads((engine.server.folder / "queries.json").read_text())  # what was running is written down
 

@@ -222,7 +222,9 @@ class LocalKafka:
         # the broker's heap is all there from the start (touched at once, ~0.1 s): its memory does not creep up
         # over hours as the heap fills to its cap (+70 MB over the 30-minute soak), it is flat from the first minute
         heap = [f"-Xms{self.heap}", "-XX:+AlwaysPreTouch"] if main == "kafka.Kafka" else ["-Xms32m"]
-        return [java, f"-Xmx{self.heap}", *heap, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+        # a one-shot tool (the storage format) compiles with C1 only: ~3.0 -> ~1.9 s, once per new broker
+        jit = [] if main == "kafka.Kafka" else ["-XX:TieredStopAtLevel=1"]
+        return [java, f"-Xmx{self.heap}", *heap, *jit, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
                 "-cp", classpath, main, *args]
 
